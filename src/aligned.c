@@ -1,0 +1,22 @@
+/*
+ * aligned.c: allocation at a power-of-two alignment.  Small requests use a
+ * class whose block size is a multiple of the alignment (slabs start on page
+ * boundaries, so its blocks are aligned); bigger ones are large objects.
+ */
+#include <errno.h>
+
+#include "internal.h"
+#include "size_class.h"
+
+void *gpa_core_aligned(size_t alignment, size_t size) {
+  if (alignment <= GPA_MIN_ALIGN) return gpa_core_malloc(size);
+  gpa_heap_t *h = gpa_tls_heap;
+  if (h == &gpa_empty_heap && (h = heap_for_thread()) == NULL) {
+    errno = ENOMEM;
+    return NULL;
+  }
+  unsigned cls = size_class_for_aligned(size, alignment);
+  if (cls < GPA_CLASS_COUNT) return heap_malloc_class(h, cls);
+  bool zeroed;
+  return large_alloc(h->instance, size, alignment, &zeroed);
+}

@@ -1,0 +1,66 @@
+/*
+ * free.c: giving a block back.  The fast path is the owner freeing a small
+ * block; remote frees, large objects and misuse take named slow paths.
+ */
+#include "internal.h"
+
+/* The block of `p`, or a report and abort if `p` is not a live block. */
+static GPA_NOINLINE void free_generic(gpa_segment_t *seg, void *p) {
+  if (seg->kind == GPA_SEGMENT_LARGE) {
+    if (GPA_UNLIKELY(p != seg->large_ptr)) {
+      if (seg->large_ptr == NULL) report_invalid_free("free", p, "not a live allocation (double free of a large block?)");
+      report_invalid_free("free", p, "points inside a large block, not at its start");
+    }
+    large_free(seg);
+    return;
+  }
+  gpa_slab_t *s = slab_of(seg, p);
+  if (GPA_UNLIKELY(!slab_is_block_start(s, p)))
+    report_invalid_free("free", p, "not the start of a block");
+  if (seg->owner == gpa_tls_heap) {
+    /* Our own block that failed a fast-path test: a double free? */
+    if (slab_find_free_block(s, p)) report_double_free("free", p, s->block_size);
+    gpa_block_t *b = p;
+    b->next_encoded = block_encode(s, s->free);
+    s->free = b;
+    if (--s->used == 0 || s->in_full) heap_free_slow(gpa_tls_heap, s);
+    return;
+  }
+  heap_free_remote(s, p);
+}
+
+void gpa_core_free(void *p) {
+  if (GPA_UNLIKELY(p == NULL)) return;
+  gpa_segment_t *seg = segment_of(p);
+  if (GPA_UNLIKELY(!segmap_contains(seg))) report_invalid_free("free", p, "not allocated by gpa");
+  gpa_heap_t *h = gpa_tls_heap;
+  if (GPA_LIKELY(seg->owner == h)) {
+    gpa_slab_t *s = slab_of(seg, p);
+    gpa_block_t *b = p;
+    if (GPA_LIKELY(slab_is_block_start(s, p) && !slab_block_looks_free(s, b))) {
+      b->next_encoded = block_encode(s, s->free);
+      s->free = b;
+      if (GPA_UNLIKELY(--s->used == 0 || s->in_full)) heap_free_slow(h, s);
+      return;
+    }
+  }
+  free_generic(seg, p);
+}
+
+size_t block_usable_size(gpa_segment_t *seg, const void *p) {
+  if (seg->kind == GPA_SEGMENT_LARGE) return large_usable_size(seg);
+  return slab_of(seg, p)->block_size;
+}
+
+size_t gpa_core_usable_size(const void *p) {
+  if (p == NULL) return 0;
+  gpa_segment_t *seg = segment_of(p);
+  if (!segmap_contains(seg)) report_invalid_free("malloc_usable_size", p, "not allocated by gpa");
+  if (seg->kind == GPA_SEGMENT_LARGE) {
+    if (p != seg->large_ptr) report_invalid_free("malloc_usable_size", p, "not a live large block");
+    return large_usable_size(seg);
+  }
+  gpa_slab_t *s = slab_of(seg, p);
+  if (!slab_is_block_start(s, p)) report_invalid_free("malloc_usable_size", p, "not the start of a block");
+  return s->block_size;
+}

@@ -1,0 +1,245 @@
+/*
+ * heap.c: per-thread heaps.  A heap owns segments and, per size class, a
+ * queue of slabs with room; its thread allocates and frees through it with no
+ * lock and no atomic read-modify-write.  Everything here is a slow path: the
+ * fast paths are heap_malloc() in internal.h and gpa_core_free() in free.c.
+ */
+#include <errno.h>
+#include <string.h>
+
+#include "internal.h"
+#include "os.h"
+#include "size_class.h"
+
+gpa_slab_t gpa_empty_slab; /* never has a free block */
+gpa_heap_t gpa_empty_heap = {
+  .direct = { [0 ... GPA_DIRECT_SLOTS - 1] = &gpa_empty_slab },
+};
+gpa_heap_t gpa_large_owner;
+__thread gpa_heap_t *gpa_tls_heap __attribute__((tls_model("initial-exec"))) = &gpa_empty_heap;
+
+/* ---- slab queues ------------------------------------------------------- */
+
+static void queue_remove(gpa_slab_queue_t *q, gpa_slab_t *s) {
+  if (s->prev) s->prev->next = s->next; else q->first = s->next;
+  if (s->next) s->next->prev = s->prev; else q->last = s->prev;
+  s->next = s->prev = NULL;
+}
+
+static void queue_push_front(gpa_slab_queue_t *q, gpa_slab_t *s) {
+  s->prev = NULL;
+  s->next = q->first;
+  if (q->first) q->first->prev = s; else q->last = s;
+  q->first = s;
+}
+
+static void queue_push_back(gpa_slab_queue_t *q, gpa_slab_t *s) {
+  s->next = NULL;
+  s->prev = q->last;
+  if (q->last) q->last->next = s; else q->first = s;
+  q->last = s;
+}
+
+/* Point the direct slots of `cls` at its queue's first slab. */
+static void heap_update_direct(gpa_heap_t *h, unsigned cls) {
+  size_t size = size_class_block_size(cls);
+  if (size > GPA_DIRECT_MAX) return;
+  size_t lo = cls == 0 ? 0 : size_class_block_size(cls - 1) / 16 + 1;
+  gpa_slab_t *s = h->queues[cls].first ? h->queues[cls].first : &gpa_empty_slab;
+  for (size_t i = lo; i <= size / 16; i++) h->direct[i] = s;
+}
+
+void heap_init(gpa_heap_t *h, gpa_instance_t *inst) {
+  memset(h, 0, sizeof *h);
+  for (size_t i = 0; i < GPA_DIRECT_SLOTS; i++) h->direct[i] = &gpa_empty_slab;
+  h->instance = inst;
+}
+
+/* ---- segments of a heap ------------------------------------------------ */
+
+static void heap_add_segment(gpa_heap_t *h, gpa_segment_t *seg) {
+  seg->prev = NULL;
+  seg->next = h->segments;
+  if (h->segments) h->segments->prev = seg;
+  h->segments = seg;
+}
+
+static void heap_remove_segment(gpa_heap_t *h, gpa_segment_t *seg) {
+  if (seg->prev) seg->prev->next = seg->next; else h->segments = seg->next;
+  if (seg->next) seg->next->prev = seg->prev;
+  seg->next = seg->prev = NULL;
+}
+
+static gpa_slab_t *heap_new_slab(gpa_heap_t *h, unsigned cls) {
+  for (gpa_segment_t *seg = h->segments; seg != NULL; seg = seg->next) {
+    gpa_slab_t *s = segment_slab_alloc(seg, cls);
+    if (s != NULL) return s;
+  }
+  gpa_segment_t *seg = segment_small_acquire(h->instance, h);
+  if (seg == NULL) return NULL;
+  heap_add_segment(h, seg);
+  return segment_slab_alloc(seg, cls);
+}
+
+/* An empty slab leaves its queue; its pages go back to the segment, and an
+ * empty segment leaves the heap. */
+static void heap_retire_slab(gpa_heap_t *h, gpa_slab_t *s) {
+  GPA_INVARIANT("retired-slab-empty", s->used == 0);
+  gpa_segment_t *seg = segment_of(s->start);
+  unsigned cls = s->class_index;
+  bool was_first = h->queues[cls].first == s;
+  queue_remove(&h->queues[cls], s);
+  if (was_first) heap_update_direct(h, cls);
+  segment_slab_free(seg, s);
+  if (seg->used_pages == 0) {
+    heap_remove_segment(h, seg);
+    segment_small_release(seg);
+  }
+}
+
+/* ---- full slabs -------------------------------------------------------- */
+
+static void heap_unpark_slab(gpa_heap_t *h, gpa_slab_t *s) {
+  queue_remove(&h->full, s);
+  s->in_full = 0;
+  atomic_fetch_and_explicit(&s->thread_free, ~SLAB_FULL_FLAG, memory_order_relaxed);
+  slab_collect(s);
+  queue_push_back(&h->queues[s->class_index], s);
+}
+
+/* Move full slabs that remote frees have refilled back to their queues. */
+static void heap_rescue_full(gpa_heap_t *h) {
+  atomic_store_explicit(&h->remote_pending, 0, memory_order_relaxed);
+  gpa_slab_t *next;
+  for (gpa_slab_t *s = h->full.first; s != NULL; s = next) {
+    next = s->next;
+    if ((atomic_load_explicit(&s->thread_free, memory_order_acquire) & ~SLAB_FULL_FLAG) != 0)
+      heap_unpark_slab(h, s);
+  }
+}
+
+/* ---- allocation slow path ---------------------------------------------- */
+
+/* A slab of class `cls` with a free block, made the class's current slab. */
+static gpa_slab_t *heap_find_slab(gpa_heap_t *h, unsigned cls) {
+  if (atomic_load_explicit(&h->remote_pending, memory_order_relaxed)) heap_rescue_full(h);
+  gpa_slab_queue_t *q = &h->queues[cls];
+  gpa_slab_t *s, *next;
+  for (s = q->first; s != NULL; s = next) {
+    next = s->next;
+    if (s->free != NULL) break;
+    if (slab_collect(s)) break;
+    if (s->capacity < s->reserved) {
+      slab_extend(s);
+      break;
+    }
+    /* Full: park it where the allocation path no longer walks over it. */
+    if (!slab_try_mark_full(s)) {
+      slab_collect(s); /* a remote free raced in: use it */
+      break;
+    }
+    queue_remove(q, s);
+    s->in_full = 1;
+    queue_push_back(&h->full, s);
+  }
+  if (s == NULL) {
+    s = heap_new_slab(h, cls);
+    if (s == NULL) return NULL;
+    slab_extend(s);
+    queue_push_front(q, s);
+  } else if (q->first != s) {
+    queue_remove(q, s);
+    queue_push_front(q, s);
+  }
+  heap_update_direct(h, cls);
+  slab_check(s);
+  return s;
+}
+
+void *heap_malloc_class(gpa_heap_t *h, unsigned cls) {
+  gpa_slab_t *s = heap_find_slab(h, cls);
+  if (GPA_UNLIKELY(s == NULL)) {
+    errno = ENOMEM;
+    return NULL;
+  }
+  gpa_block_t *b = s->free;
+  s->free = block_decode(s, b->next_encoded);
+  s->used++;
+  return b;
+}
+
+GPA_NOINLINE void *heap_malloc_generic(gpa_heap_t *h, size_t size) {
+  if (GPA_UNLIKELY(h == &gpa_empty_heap)) {
+    h = heap_for_thread();
+    if (h == NULL) {
+      errno = ENOMEM;
+      return NULL;
+    }
+  }
+  if (size > GPA_SMALL_MAX) {
+    bool zeroed;
+    return large_alloc(h->instance, size, GPA_MIN_ALIGN, &zeroed);
+  }
+  return heap_malloc_class(h, size_class_of(size));
+}
+
+/* ---- free slow paths --------------------------------------------------- */
+
+/* The owner freed the slab's last live block, or freed into a parked slab. */
+GPA_NOINLINE void heap_free_slow(gpa_heap_t *h, gpa_slab_t *s) {
+  if (s->in_full) heap_unpark_slab(h, s);
+  /* Keep the class's current slab even when empty: a program that frees
+   * and allocates one block in a loop must not map and unmap a slab each
+   * time.  Any other empty slab goes back to its segment. */
+  if (s->used == 0 && h->queues[s->class_index].first != s) heap_retire_slab(h, s);
+}
+
+/* A free from a thread that does not own the block's heap. */
+void heap_free_remote(gpa_slab_t *s, gpa_block_t *b) {
+  /* Read the owner before the push: afterwards the slab may be reclaimed.
+   * Heaps themselves are never unmapped, so writing to one stays safe. */
+  gpa_heap_t *owner = segment_of(s->start)->owner;
+  if (slab_push_remote(s, b)) atomic_store_explicit(&owner->remote_pending, 1, memory_order_release);
+}
+
+/* Collect every remote free and retire every empty slab; with `release_all`
+ * also the classes' current slabs, and purge every dirty page. */
+void heap_collect(gpa_heap_t *h, bool release_all) {
+  heap_rescue_full(h);
+  gpa_slab_t *s, *next;
+  for (s = h->full.first; s != NULL; s = next) {
+    next = s->next;
+    slab_check(s);
+  }
+  for (unsigned cls = 0; cls < GPA_CLASS_COUNT; cls++) {
+    for (s = h->queues[cls].first; s != NULL; s = next) {
+      next = s->next;
+      slab_collect(s);
+      slab_check(s);
+      if (s->used == 0 && (release_all || h->queues[cls].first != s)) heap_retire_slab(h, s);
+    }
+  }
+  if (release_all)
+    for (gpa_segment_t *seg = h->segments; seg != NULL; seg = seg->next) segment_purge(seg);
+}
+
+/* ---- threads ----------------------------------------------------------- */
+
+gpa_heap_t *heap_for_thread(void) {
+  instance_ensure_process_init();
+  gpa_heap_t *h = instance_heap_acquire(&gpa_default_instance);
+  if (h == NULL) return NULL;
+  /* Set the heap first: pthread_setspecific may allocate for high keys. */
+  gpa_tls_heap = h;
+  instance_register_thread(h);
+  return h;
+}
+
+/* The thread is exiting: give back what is empty and let another thread
+ * adopt the rest, so short-lived threads do not strand memory. */
+void heap_thread_exit(gpa_heap_t *h) {
+  if (h == NULL || h == &gpa_empty_heap) return;
+  if (gpa_tls_heap == h) gpa_tls_heap = &gpa_empty_heap;
+  heap_collect(h, true);
+  instance_heap_release(h->instance, h);
+}

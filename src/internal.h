@@ -1,0 +1,162 @@
+/*
+ * internal.h: declarations shared by the core's files and the inline fast
+ * paths (pointer -> segment -> slab, free-list encoding, the thread's heap).
+ */
+#ifndef GPA_INTERNAL_H
+#define GPA_INTERNAL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "check.h"
+#include "types.h"
+
+#define GPA_LIKELY(x) __builtin_expect(!!(x), 1)
+#define GPA_UNLIKELY(x) __builtin_expect(!!(x), 0)
+#define GPA_NOINLINE __attribute__((noinline))
+#define GPA_COLD __attribute__((cold, noinline))
+#define GPA_EXPORT __attribute__((visibility("default")))
+
+/* ---- segment map: which 4 MiB-aligned addresses are our segments ---------
+ * One bit per possible segment in a 48-bit address space (2^26 bits, 8 MiB
+ * of zero-initialised storage that only becomes resident where touched).
+ * It lets free() tell our pointers from foreign ones without touching them. */
+#define GPA_ADDRESS_BITS 48
+#define GPA_SEGMAP_WORDS (((uintptr_t)1 << (GPA_ADDRESS_BITS - GPA_SEGMENT_SHIFT)) / 64)
+extern _Atomic(uint64_t) gpa_segmap[GPA_SEGMAP_WORDS];
+
+static inline gpa_segment_t *segment_of(const void *p) {
+  return (gpa_segment_t *)((uintptr_t)p & ~(uintptr_t)GPA_SEGMENT_MASK);
+}
+
+static inline bool segmap_contains(const gpa_segment_t *seg) {
+  uintptr_t index = (uintptr_t)seg >> GPA_SEGMENT_SHIFT;
+  if (GPA_UNLIKELY(index >= ((uintptr_t)1 << (GPA_ADDRESS_BITS - GPA_SEGMENT_SHIFT)))) return false;
+  uint64_t word = atomic_load_explicit(&gpa_segmap[index / 64], memory_order_relaxed);
+  return (word >> (index % 64)) & 1;
+}
+
+void segmap_insert(const gpa_segment_t *seg);
+void segmap_remove(const gpa_segment_t *seg);
+
+/* ---- slabs ------------------------------------------------------------- */
+
+static inline gpa_slab_t *slab_of(gpa_segment_t *seg, const void *p) {
+  size_t page = ((uintptr_t)p & GPA_SEGMENT_MASK) >> GPA_PAGE_SHIFT;
+  return &seg->slabs[seg->page_slab[page]];
+}
+
+static inline gpa_block_t *block_decode(const gpa_slab_t *s, uintptr_t encoded) {
+  return (gpa_block_t *)(encoded ^ s->key);
+}
+
+static inline uintptr_t block_encode(const gpa_slab_t *s, const gpa_block_t *b) {
+  return (uintptr_t)b ^ s->key;
+}
+
+/* Index of the block at byte offset `offset` of the slab (exact for offsets
+ * below 2^20 and blocks below 2^20 bytes). */
+static inline size_t slab_block_index(const gpa_slab_t *s, size_t offset) {
+  return (size_t)(((uint64_t)offset * s->div_magic) >> 40);
+}
+
+/* True when `p` is the start of a block this slab has carved. */
+static inline bool slab_is_block_start(const gpa_slab_t *s, const void *p) {
+  size_t offset = (size_t)((const uint8_t *)p - s->start);
+  size_t index = slab_block_index(s, offset);
+  return index < s->capacity && index * s->block_size == offset;
+}
+
+/* A block whose first word decodes to NULL or to a block of its own slab
+ * looks free; slab_find_free_block() then says for certain. */
+static inline bool slab_block_looks_free(const gpa_slab_t *s, const gpa_block_t *b) {
+  uintptr_t next = (uintptr_t)block_decode(s, b->next_encoded);
+  return next == 0 || next - (uintptr_t)s->start < (uintptr_t)s->capacity * s->block_size;
+}
+
+void slab_init(gpa_slab_t *s, uint8_t *start, unsigned cls, unsigned pages);
+void slab_extend(gpa_slab_t *s);
+bool slab_collect(gpa_slab_t *s);
+bool slab_find_free_block(gpa_slab_t *s, const gpa_block_t *b);
+bool slab_push_remote(gpa_slab_t *s, gpa_block_t *b);
+bool slab_try_mark_full(gpa_slab_t *s);
+
+/* Low bit of thread_free (blocks are 16-aligned): the slab sits on its
+ * heap's full list, and the next remote free must wake the heap. */
+#define SLAB_FULL_FLAG ((uintptr_t)1)
+void slab_check(const gpa_slab_t *s);
+
+/* ---- segments ---------------------------------------------------------- */
+gpa_segment_t *segment_small_acquire(struct gpa_instance *inst, gpa_heap_t *owner);
+void segment_small_release(gpa_segment_t *seg);
+gpa_slab_t *segment_slab_alloc(gpa_segment_t *seg, unsigned cls);
+void segment_slab_free(gpa_segment_t *seg, gpa_slab_t *s);
+void segment_purge(gpa_segment_t *seg);
+
+/* ---- heaps ------------------------------------------------------------- */
+
+/* The calling thread's heap of the default instance; starts as the empty
+ * heap (all direct slots point at an empty slab) so the fast path needs no
+ * NULL test. */
+extern __thread gpa_heap_t *gpa_tls_heap __attribute__((tls_model("initial-exec")));
+extern gpa_heap_t gpa_empty_heap;
+extern gpa_slab_t gpa_empty_slab;
+extern gpa_heap_t gpa_large_owner; /* owner of every large segment */
+
+void *heap_malloc_generic(gpa_heap_t *h, size_t size);
+void *heap_malloc_class(gpa_heap_t *h, unsigned cls);
+void heap_free_slow(gpa_heap_t *h, gpa_slab_t *s);
+void heap_free_remote(gpa_slab_t *s, gpa_block_t *b);
+void heap_collect(gpa_heap_t *h, bool release_all);
+gpa_heap_t *heap_for_thread(void);
+void heap_init(gpa_heap_t *h, struct gpa_instance *inst);
+void heap_thread_exit(gpa_heap_t *h);
+
+static inline void *heap_malloc(gpa_heap_t *h, size_t size) {
+  if (GPA_LIKELY(size <= GPA_DIRECT_MAX)) {
+    gpa_slab_t *s = h->direct[(size + 15) >> 4];
+    gpa_block_t *b = s->free;
+    if (GPA_LIKELY(b != NULL)) {
+      s->free = block_decode(s, b->next_encoded);
+      s->used++;
+      return b;
+    }
+  }
+  return heap_malloc_generic(h, size);
+}
+
+/* ---- large objects ----------------------------------------------------- */
+void *large_alloc(struct gpa_instance *inst, size_t size, size_t alignment, bool *zeroed);
+void large_free(gpa_segment_t *seg);
+void *large_realloc(gpa_segment_t *seg, size_t size);
+size_t large_usable_size(const gpa_segment_t *seg);
+void large_cache_flush(struct gpa_instance *inst);
+
+/* ---- instance ---------------------------------------------------------- */
+extern gpa_instance_t gpa_default_instance;
+void instance_ensure_process_init(void);
+gpa_heap_t *instance_heap_acquire(gpa_instance_t *inst);
+void instance_heap_release(gpa_instance_t *inst, gpa_heap_t *h);
+void instance_register_thread(gpa_heap_t *h);
+void instance_lock(gpa_instance_t *inst);
+void instance_unlock(gpa_instance_t *inst);
+bool instance_trim(gpa_instance_t *inst);
+
+/* ---- operations (malloc.c, free.c, realloc.c, aligned.c) ---------------- */
+void *gpa_core_malloc(size_t size);
+void *gpa_core_calloc(size_t count, size_t size);
+void gpa_core_free(void *p);
+void *gpa_core_realloc(void *p, size_t size);
+void *gpa_core_aligned(size_t alignment, size_t size);
+size_t gpa_core_usable_size(const void *p);
+
+/* The usable size of a block known to be ours. */
+size_t block_usable_size(gpa_segment_t *seg, const void *p);
+
+/* ---- reports (report.c) ------------------------------------------------ */
+GPA_COLD __attribute__((noreturn)) void report_invalid_free(const char *op, const void *p, const char *why);
+GPA_COLD __attribute__((noreturn)) void report_double_free(const char *op, const void *p, size_t block_size);
+GPA_COLD __attribute__((noreturn)) void report_fatal(const char *what, const void *p);
+
+#endif /* GPA_INTERNAL_H */

@@ -1,0 +1,34 @@
+/*
+ * malloc.c: allocation through the calling thread's heap.
+ */
+#include <errno.h>
+#include <string.h>
+
+#include "internal.h"
+
+void *gpa_core_malloc(size_t size) {
+  return heap_malloc(gpa_tls_heap, size);
+}
+
+void *gpa_core_calloc(size_t count, size_t size) {
+  size_t total;
+  if (GPA_UNLIKELY(__builtin_mul_overflow(count, size, &total))) {
+    errno = ENOMEM;
+    return NULL;
+  }
+  gpa_heap_t *h = gpa_tls_heap;
+  if (total > GPA_SMALL_MAX) {
+    if (h == &gpa_empty_heap && (h = heap_for_thread()) == NULL) {
+      errno = ENOMEM;
+      return NULL;
+    }
+    /* Fresh mappings come zeroed from the kernel: skip the memset. */
+    bool zeroed;
+    void *p = large_alloc(h->instance, total, GPA_MIN_ALIGN, &zeroed);
+    if (p != NULL && !zeroed) memset(p, 0, total);
+    return p;
+  }
+  void *p = heap_malloc(h, total);
+  if (GPA_LIKELY(p != NULL)) memset(p, 0, total);
+  return p;
+}

@@ -1,0 +1,150 @@
+/*
+ * os.c: pages from the kernel.  The only file that calls mmap and friends.
+ */
+#include "os.h"
+
+#include <errno.h>
+#include <stdatomic.h>
+#include <sys/auxv.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+static size_t page_size_cached;
+static _Atomic(long) fail_countdown = -1;
+static _Atomic(size_t) mapped_bytes;
+static _Atomic(size_t) purged_bytes;
+
+size_t os_page_size(void) {
+  if (page_size_cached == 0) {
+    unsigned long ps = getauxval(AT_PAGESZ);
+    page_size_cached = ps ? (size_t)ps : 4096;
+  }
+  return page_size_cached;
+}
+
+void os_fail_after(long successes) {
+  atomic_store(&fail_countdown, successes);
+}
+
+/* True when an injected failure is due. */
+static bool injected_failure(void) {
+  long left = atomic_load_explicit(&fail_countdown, memory_order_relaxed);
+  while (left >= 0) {
+    if (left == 0) return true;
+    if (atomic_compare_exchange_weak(&fail_countdown, &left, left - 1)) return false;
+  }
+  return false;
+}
+
+size_t os_purged_bytes(void) {
+  return atomic_load_explicit(&purged_bytes, memory_order_relaxed);
+}
+
+size_t os_mapped_bytes(void) {
+  return atomic_load_explicit(&mapped_bytes, memory_order_relaxed);
+}
+
+static void *map_anonymous(size_t size) {
+  void *p = mmap(NULL, size, PROT_READ | PROT_WRITE,
+                 MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+  return p == MAP_FAILED ? NULL : p;
+}
+
+void *os_reserve_aligned(size_t size, size_t alignment) {
+  int saved = errno;
+  if (injected_failure() || size == 0 || size + alignment < size) {
+    errno = ENOMEM;
+    return NULL;
+  }
+  /* Try the exact size first: the kernel often hands out aligned addresses
+   * for large requests.  Otherwise over-reserve and trim both ends. */
+  uint8_t *p = map_anonymous(size);
+  if (p == NULL) {
+    errno = ENOMEM;
+    return NULL;
+  }
+  if (((uintptr_t)p & (alignment - 1)) != 0) {
+    munmap(p, size);
+    size_t over = size + alignment;
+    p = map_anonymous(over);
+    if (p == NULL) {
+      errno = ENOMEM;
+      return NULL;
+    }
+    uintptr_t aligned = ((uintptr_t)p + alignment - 1) & ~(uintptr_t)(alignment - 1);
+    size_t head = aligned - (uintptr_t)p;
+    size_t tail = over - head - size;
+    if (head) munmap(p, head);
+    if (tail) munmap((uint8_t *)aligned + size, tail);
+    p = (uint8_t *)aligned;
+  }
+  atomic_fetch_add_explicit(&mapped_bytes, size, memory_order_relaxed);
+  errno = saved;
+  return p;
+}
+
+void os_release(void *addr, size_t size) {
+  int saved = errno;
+  if (munmap(addr, size) == 0)
+    atomic_fetch_sub_explicit(&mapped_bytes, size, memory_order_relaxed);
+  errno = saved;
+}
+
+void os_purge(void *addr, size_t size) {
+  int saved = errno;
+  if (madvise(addr, size, MADV_DONTNEED) == 0)
+    atomic_fetch_add_explicit(&purged_bytes, size, memory_order_relaxed);
+  errno = saved;
+}
+
+bool os_remap_in_place(void *addr, size_t old_size, size_t new_size) {
+  int saved = errno;
+  if (new_size > old_size && injected_failure()) return false;
+  void *p = mremap(addr, old_size, new_size, 0);
+  errno = saved;
+  if (p == MAP_FAILED) return false;
+  if (new_size >= old_size)
+    atomic_fetch_add_explicit(&mapped_bytes, new_size - old_size, memory_order_relaxed);
+  else
+    atomic_fetch_sub_explicit(&mapped_bytes, old_size - new_size, memory_order_relaxed);
+  return true;
+}
+
+void *os_remap_aligned(void *addr, size_t old_size, size_t new_size, size_t alignment) {
+  int saved = errno;
+  /* Reserve the aligned target first, then move the pages over it. */
+  uint8_t *target = os_reserve_aligned(new_size, alignment);
+  if (target == NULL) return NULL;
+  void *p = mremap(addr, old_size, new_size, MREMAP_MAYMOVE | MREMAP_FIXED, target);
+  if (p == MAP_FAILED) {
+    os_release(target, new_size);
+    errno = ENOMEM;
+    return NULL;
+  }
+  /* The target's accounting now describes the moved mapping. */
+  atomic_fetch_sub_explicit(&mapped_bytes, old_size, memory_order_relaxed);
+  errno = saved;
+  return p;
+}
+
+uintptr_t os_random_word(void) {
+  const uintptr_t *r = (const uintptr_t *)getauxval(AT_RANDOM);
+  uintptr_t x = r ? r[0] ^ r[1] : 0;
+  /* Mix in an address so the key differs between runs even without AT_RANDOM. */
+  x ^= (uintptr_t)&page_size_cached * 0x9E3779B97F4A7C15ull;
+  return x | 1;
+}
+
+void os_write_all(int fd, const char *buf, size_t len) {
+  int saved = errno;
+  while (len > 0) {
+    ssize_t n = write(fd, buf, len);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      break;
+    }
+    buf += n;
+    len -= (size_t)n;
+  }
+  errno = saved;
+}

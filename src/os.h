@@ -1,0 +1,53 @@
+/*
+ * os.h: every call the allocator makes to the kernel.  Nothing above this
+ * layer calls mmap, munmap, madvise or mremap.
+ *
+ * errno: a successful call leaves errno as it found it; a failed one sets
+ * errno to ENOMEM (the only error the allocator reports for memory).
+ */
+#ifndef GPA_OS_H
+#define GPA_OS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* The kernel's page size (from the auxiliary vector, no libc call). */
+size_t os_page_size(void);
+
+/* Fresh zeroed read-write memory of `size` bytes (a multiple of the page
+ * size), aligned to `alignment` (a power of two >= the page size); NULL and
+ * ENOMEM on failure. */
+void *os_reserve_aligned(size_t size, size_t alignment);
+
+/* Return a reservation (or its page-aligned tail) to the kernel. */
+void os_release(void *addr, size_t size);
+
+/* Drop the contents of whole pages, keeping the range mapped: the pages stop
+ * counting in RSS and read back as zero. */
+void os_purge(void *addr, size_t size);
+
+/* Grow or shrink a mapping without moving it; false if the kernel cannot. */
+bool os_remap_in_place(void *addr, size_t old_size, size_t new_size);
+
+/* Move a mapping to a new place aligned to `alignment`, growing or shrinking
+ * it; the pages move, the bytes are not copied.  NULL and ENOMEM on failure,
+ * the old mapping then intact. */
+void *os_remap_aligned(void *addr, size_t old_size, size_t new_size, size_t alignment);
+
+/* A secret random word from the kernel (AT_RANDOM), for free-list keys. */
+uintptr_t os_random_word(void);
+
+/* Write a whole buffer to a file descriptor, retrying on EINTR. */
+void os_write_all(int fd, const char *buf, size_t len);
+
+/* Failure injection, for tests: after `successes` more successful
+ * reservations, every reservation fails as if the kernel refused memory.
+ * A negative value switches injection off. */
+void os_fail_after(long successes);
+
+/* Bytes currently mapped through this layer, and bytes purged so far. */
+size_t os_mapped_bytes(void);
+size_t os_purged_bytes(void);
+
+#endif /* GPA_OS_H */

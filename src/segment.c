@@ -1,0 +1,142 @@
+/*
+ * segment.c: small segments: where slabs live.  Finds runs of free pages,
+ * hands dirty pages back to the kernel, and keeps the segment map that tells
+ * our pointers from foreign ones.
+ */
+#include <string.h>
+
+#include "internal.h"
+#include "os.h"
+#include "size_class.h"
+
+_Atomic(uint64_t) gpa_segmap[GPA_SEGMAP_WORDS];
+
+void segmap_insert(const gpa_segment_t *seg) {
+  uintptr_t index = (uintptr_t)seg >> GPA_SEGMENT_SHIFT;
+  GPA_INVARIANT("segment-in-address-space", index < ((uintptr_t)1 << (GPA_ADDRESS_BITS - GPA_SEGMENT_SHIFT)));
+  atomic_fetch_or_explicit(&gpa_segmap[index / 64], (uint64_t)1 << (index % 64), memory_order_release);
+}
+
+void segmap_remove(const gpa_segment_t *seg) {
+  uintptr_t index = (uintptr_t)seg >> GPA_SEGMENT_SHIFT;
+  atomic_fetch_and_explicit(&gpa_segmap[index / 64], ~((uint64_t)1 << (index % 64)), memory_order_release);
+}
+
+/* Every page but the header page. */
+#define ALL_SLAB_PAGES (~(uint64_t)1)
+
+static void segment_init_small(gpa_segment_t *seg, gpa_instance_t *inst, gpa_heap_t *owner) {
+  seg->owner = owner;
+  seg->instance = inst;
+  seg->kind = GPA_SEGMENT_SMALL;
+  seg->used_pages = 0;
+  seg->free_pages = ALL_SLAB_PAGES;
+  seg->mapped_size = GPA_SEGMENT_SIZE;
+  seg->large_ptr = NULL;
+  seg->large_size = 0;
+  seg->dirty_pages = 0;
+  seg->next = seg->prev = NULL;
+  /* Page 0 maps to slab 0, which never holds blocks (capacity 0), so a
+   * pointer into a page without a slab is rejected by the block check. */
+  memset(seg->page_slab, 0, sizeof seg->page_slab);
+  memset(&seg->slabs[0], 0, sizeof seg->slabs[0]);
+}
+
+/* A free segment for `owner`: from the instance's cache, else the kernel. */
+gpa_segment_t *segment_small_acquire(gpa_instance_t *inst, gpa_heap_t *owner) {
+  gpa_segment_t *seg = NULL;
+  instance_lock(inst);
+  if (inst->segment_cache != NULL) {
+    seg = inst->segment_cache;
+    inst->segment_cache = seg->next;
+    inst->segment_cache_count--;
+  }
+  instance_unlock(inst);
+  if (seg != NULL) {
+    segment_init_small(seg, inst, owner); /* cached segments are purged */
+    return seg;
+  }
+  seg = os_reserve_aligned(GPA_SEGMENT_SIZE, GPA_SEGMENT_SIZE);
+  if (seg == NULL) return NULL;
+  segment_init_small(seg, inst, owner);
+  atomic_fetch_add_explicit(&inst->small_mapped, GPA_SEGMENT_SIZE, memory_order_relaxed);
+  segmap_insert(seg);
+  return seg;
+}
+
+/* A segment with no live slab leaves its heap: cached, or unmapped. */
+void segment_small_release(gpa_segment_t *seg) {
+  GPA_INVARIANT("released-segment-is-empty", seg->used_pages == 0 && seg->free_pages == ALL_SLAB_PAGES);
+  gpa_instance_t *inst = seg->instance;
+  /* Purge before publishing: once cached, another heap may take it. */
+  segment_purge(seg);
+  seg->owner = NULL;
+  instance_lock(inst);
+  if (inst->segment_cache_count < GPA_SEGMENT_CACHE_MAX) {
+    seg->next = inst->segment_cache;
+    inst->segment_cache = seg;
+    inst->segment_cache_count++;
+    instance_unlock(inst);
+    return;
+  }
+  instance_unlock(inst);
+  segmap_remove(seg);
+  atomic_fetch_sub_explicit(&inst->small_mapped, GPA_SEGMENT_SIZE, memory_order_relaxed);
+  os_release(seg, GPA_SEGMENT_SIZE);
+}
+
+/* Lowest run of `pages` free pages, or -1. */
+static int find_free_run(uint64_t free_pages, unsigned pages) {
+  uint64_t run = free_pages;
+  /* Afterwards bit i is set iff pages i..i+pages-1 are all free (bits shifted
+   * in from above page 63 are zero, so runs cannot wrap). */
+  for (unsigned k = 1; k < pages && run != 0; k++) run &= free_pages >> k;
+  return run ? __builtin_ctzll(run) : -1;
+}
+
+gpa_slab_t *segment_slab_alloc(gpa_segment_t *seg, unsigned cls) {
+  unsigned pages = size_class_slab_pages(cls);
+  int first = find_free_run(seg->free_pages, pages);
+  if (first < 0) return NULL;
+  uint64_t mask = (pages == 64 ? ~(uint64_t)0 : (((uint64_t)1 << pages) - 1)) << first;
+  seg->free_pages &= ~mask;
+  seg->dirty_pages &= ~mask;
+  seg->used_pages += pages;
+  for (unsigned i = 0; i < pages; i++) seg->page_slab[first + i] = (uint8_t)first;
+  atomic_fetch_add_explicit(&seg->instance->slab_bytes, (size_t)pages * GPA_PAGE_SIZE, memory_order_relaxed);
+  gpa_slab_t *s = &seg->slabs[first];
+  slab_init(s, (uint8_t *)seg + (size_t)first * GPA_PAGE_SIZE, cls, pages);
+  return s;
+}
+
+/* An empty slab gives its pages back to the segment; once enough pages are
+ * dirty they are handed back to the kernel. */
+void segment_slab_free(gpa_segment_t *seg, gpa_slab_t *s) {
+  GPA_INVARIANT("freed-slab-is-empty", s->used == 0);
+  unsigned first = (unsigned)(s - seg->slabs);
+  unsigned pages = s->page_count;
+  uint64_t mask = (pages == 64 ? ~(uint64_t)0 : (((uint64_t)1 << pages) - 1)) << first;
+  for (unsigned i = 0; i < pages; i++) seg->page_slab[first + i] = 0;
+  s->in_use = 0;
+  s->capacity = 0;
+  s->free = NULL;
+  seg->free_pages |= mask;
+  seg->dirty_pages |= mask;
+  seg->used_pages -= pages;
+  atomic_fetch_sub_explicit(&seg->instance->slab_bytes, (size_t)pages * GPA_PAGE_SIZE, memory_order_relaxed);
+  if ((size_t)__builtin_popcountll(seg->dirty_pages) * GPA_PAGE_SIZE >= GPA_PURGE_THRESHOLD)
+    segment_purge(seg);
+}
+
+/* Hand every dirty free page back to the kernel, one madvise per run. */
+void segment_purge(gpa_segment_t *seg) {
+  uint64_t dirty = seg->dirty_pages;
+  while (dirty != 0) {
+    unsigned start = (unsigned)__builtin_ctzll(dirty);
+    uint64_t from_start = dirty >> start;
+    unsigned len = (~from_start == 0) ? 64 - start : (unsigned)__builtin_ctzll(~from_start);
+    os_purge((uint8_t *)seg + (size_t)start * GPA_PAGE_SIZE, (size_t)len * GPA_PAGE_SIZE);
+    dirty &= ~((len == 64 ? ~(uint64_t)0 : (((uint64_t)1 << len) - 1)) << start);
+  }
+  seg->dirty_pages = 0;
+}

@@ -1,0 +1,149 @@
+/*
+ * types.h: the data of the allocator core, with the constants that shape it.
+ *
+ * Memory comes from the kernel in segments: GPA_SEGMENT_SIZE bytes aligned to
+ * their own size, so the segment of any pointer is found by masking.  A small
+ * segment is cut into GPA_PAGES_PER_SEGMENT pages; page 0 holds the segment
+ * header, and runs of the other pages become slabs, each holding blocks of
+ * one size class.  A large object is a segment of its own whose header sits
+ * in front of the user's pointer.
+ *
+ * Ownership: a small segment belongs to one heap, and a heap to one thread at
+ * a time, so only the owner touches a slab's free list.  Other threads return
+ * blocks through the slab's atomic `thread_free` list.
+ */
+#ifndef GPA_TYPES_H
+#define GPA_TYPES_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* 4 MiB segments: big enough to amortise one mmap over many slabs, small
+ * enough that a thread's first segment costs little address space. */
+#define GPA_SEGMENT_SHIFT 22
+#define GPA_SEGMENT_SIZE ((size_t)1 << GPA_SEGMENT_SHIFT)
+#define GPA_SEGMENT_MASK (GPA_SEGMENT_SIZE - 1)
+
+/* 64 KiB slab pages: the unit a slab is made of (64 per segment). */
+#define GPA_PAGE_SHIFT 16
+#define GPA_PAGE_SIZE ((size_t)1 << GPA_PAGE_SHIFT)
+#define GPA_PAGES_PER_SEGMENT (GPA_SEGMENT_SIZE / GPA_PAGE_SIZE)
+
+/* Every block is 16-byte aligned, as glibc guarantees on x86-64. */
+#define GPA_MIN_ALIGN 16
+
+/* Size classes: 16..128 in steps of 16, then four per doubling (waste at most
+ * 20%) up to GPA_SMALL_MAX.  Anything larger is a large object. */
+#define GPA_CLASS_COUNT 52
+#define GPA_SMALL_MAX ((size_t)256 * 1024)
+
+/* Sizes up to GPA_DIRECT_MAX find their slab with one table load. */
+#define GPA_DIRECT_MAX 1024
+#define GPA_DIRECT_SLOTS (GPA_DIRECT_MAX / 16 + 1)
+
+/* A slab spans enough pages for GPA_SLAB_MIN_BLOCKS blocks, at most
+ * GPA_SLAB_MAX_PAGES pages (1 MiB), so large classes do not pin whole
+ * segments. */
+#define GPA_SLAB_MIN_BLOCKS 8
+#define GPA_SLAB_MAX_PAGES 16
+
+/* A slab's free list grows by at most one OS page of blocks at a time so
+ * untouched memory never becomes resident. */
+#define GPA_EXTEND_BYTES 4096
+
+/* Empty pages of a segment are handed back (madvise) once this many bytes of
+ * them are dirty: frees that empty memory give it back soon, while a program
+ * that frees and reallocates a slab at once does not pay a syscall each time. */
+#define GPA_PURGE_THRESHOLD ((size_t)1 << 20)
+
+/* Free segments kept per instance for reuse before they are unmapped. */
+#define GPA_SEGMENT_CACHE_MAX 4
+
+/* Large objects: freed mappings kept for reuse, to spare mmap/munmap and
+ * page faults on programs that cycle big buffers; bounded in count and bytes
+ * so freed memory still leaves the process. */
+#define GPA_LARGE_CACHE_SLOTS 8
+#define GPA_LARGE_CACHE_MAX_BYTES ((size_t)32 << 20)
+
+typedef struct gpa_block {
+  uintptr_t next_encoded; /* next free block, XOR the slab's key */
+} gpa_block_t;
+
+struct gpa_heap;
+struct gpa_instance;
+
+typedef struct gpa_slab {
+  gpa_block_t *free;        /* owner's free list, popped by malloc */
+  uint32_t used;            /* blocks handed out, remote frees not yet collected included */
+  uint32_t capacity;        /* blocks carved so far (lazily, GPA_EXTEND_BYTES at a time) */
+  uint32_t reserved;        /* blocks that fit in the slab */
+  uint32_t block_size;
+  uint64_t div_magic;       /* ceil(2^40 / block_size): offset -> index without a divide */
+  uintptr_t key;            /* encodes next pointers, exposes double frees */
+  uint8_t *start;           /* first block */
+  uint8_t class_index;
+  uint8_t page_count;
+  uint8_t in_full;          /* on the heap's full list, not its class queue (owner only) */
+  uint8_t in_use;
+  _Atomic(uintptr_t) thread_free; /* blocks freed by other threads (encoded list) | SLAB_FULL_FLAG */
+  struct gpa_slab *next, *prev;   /* class queue or full list */
+} gpa_slab_t;
+
+typedef enum { GPA_SEGMENT_SMALL = 1, GPA_SEGMENT_LARGE = 2 } gpa_segment_kind_t;
+
+typedef struct gpa_segment {
+  struct gpa_heap *owner;      /* small: owning heap; large: the large sentinel */
+  struct gpa_instance *instance;
+  uint32_t kind;
+  uint32_t used_pages;         /* pages in live slabs (small) */
+  uint64_t free_pages;         /* bit i: page i holds no slab */
+  uint64_t dirty_pages;        /* bit i: free page that may still be resident */
+  size_t mapped_size;          /* bytes mapped from the OS */
+  /* large objects only */
+  uint8_t *large_ptr;          /* the pointer handed out */
+  size_t large_size;           /* bytes requested */
+  struct gpa_segment *next, *prev; /* heap's segment list, or a cache */
+  uint8_t page_slab[GPA_PAGES_PER_SEGMENT]; /* page -> index of its slab's first page */
+  gpa_slab_t slabs[GPA_PAGES_PER_SEGMENT];  /* indexed by a slab's first page */
+} gpa_segment_t;
+
+typedef struct gpa_slab_queue {
+  gpa_slab_t *first, *last;
+} gpa_slab_queue_t;
+
+typedef struct gpa_heap {
+  gpa_slab_t *direct[GPA_DIRECT_SLOTS];     /* current slab for sizes <= GPA_DIRECT_MAX */
+  gpa_slab_queue_t queues[GPA_CLASS_COUNT]; /* slabs with room, per class */
+  gpa_slab_queue_t full;                    /* slabs with no free block */
+  _Atomic(int) remote_pending;              /* a full slab got a remote free */
+  struct gpa_instance *instance;
+  gpa_segment_t *segments;                  /* small segments this heap owns */
+  struct gpa_heap *next_in_pool;            /* instance's pool of unowned heaps */
+  struct gpa_heap *next_all;                /* every heap of the instance */
+} gpa_heap_t;
+
+typedef struct gpa_large_cache_entry {
+  gpa_segment_t *segment;
+} gpa_large_cache_entry_t;
+
+typedef struct gpa_instance {
+  pthread_mutex_t lock;            /* pools and caches below; never on a fast path */
+  gpa_heap_t *heap_pool;           /* heaps whose thread exited, ready for adoption */
+  gpa_heap_t *all_heaps;
+  gpa_segment_t *segment_cache;    /* free small segments kept for reuse */
+  size_t segment_cache_count;
+  gpa_large_cache_entry_t large_cache[GPA_LARGE_CACHE_SLOTS];
+  size_t large_cache_bytes;
+  uint8_t *heap_chunk;             /* memory heaps are carved from */
+  size_t heap_chunk_left;
+  _Atomic(size_t) small_mapped;    /* bytes in small segments */
+  _Atomic(size_t) slab_bytes;      /* bytes of pages in live slabs */
+  _Atomic(size_t) large_mapped;    /* bytes in large objects, cached ones included */
+  _Atomic(size_t) large_in_use;    /* bytes requested by live large objects */
+  _Atomic(size_t) large_count;
+} gpa_instance_t;
+
+#endif /* GPA_TYPES_H */
