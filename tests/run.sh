@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# The test command: installs what the tests need when it is missing, then
+# builds and runs the whole suite twice, on the release build and on the
+# checked build (internal invariant checks compiled in).  Warnings are errors.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need=()
+command -v cmake >/dev/null || need+=(cmake)
+command -v cc >/dev/null || need+=(gcc)
+command -v make >/dev/null || need+=(make)
+command -v pkg-config >/dev/null || need+=(pkg-config)
+[ -f /usr/include/cmocka.h ] || need+=(libcmocka-dev)
+# Programs the drop-in test runs under the library.
+command -v perl >/dev/null || need+=(perl)
+command -v git >/dev/null || need+=(git)
+[ -x /usr/bin/python3 ] || need+=(python3)
+if [ ${#need[@]} -gt 0 ]; then
+  echo "tests/run.sh: installing ${need[*]}"
+  sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+
+jobs=$(nproc 2>/dev/null || echo 2)
+for variant in release checked; do
+  dir="build-test-$variant"
+  checked=OFF
+  [ "$variant" = checked ] && checked=ON
+  echo "== $variant build ($dir)"
+  cmake -S . -B "$dir" -DCMAKE_BUILD_TYPE=Release -DGPA_WERROR=ON -DGPA_CHECKED=$checked >/dev/null
+  cmake --build "$dir" -j "$jobs"
+  ctest --test-dir "$dir" --output-on-failure -j "$jobs"
+done

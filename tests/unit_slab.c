@@ -1,0 +1,161 @@
+/* unit_slab.c: segments, slabs and the heap above them: pointer-to-metadata
+ * arithmetic, lazy carving, remote frees, retiring empty slabs. */
+#include <pthread.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <cmocka.h>
+
+#include "internal.h"
+#include "size_class.h"
+
+static size_t free_list_length(const gpa_slab_t *s) {
+  size_t n = 0;
+  for (gpa_block_t *b = s->free; b != NULL; b = block_decode(s, b->next_encoded)) n++;
+  return n;
+}
+
+static void test_pointer_finds_its_segment_and_slab(void **state) {
+  (void)state;
+  void *p = malloc(100);
+  assert_non_null(p);
+  gpa_segment_t *seg = segment_of(p);
+  assert_true(segmap_contains(seg));
+  assert_int_equal(seg->kind, GPA_SEGMENT_SMALL);
+  assert_ptr_equal(seg->owner, gpa_tls_heap);
+  gpa_slab_t *s = slab_of(seg, p);
+  assert_int_equal(s->block_size, 112);
+  assert_true(slab_is_block_start(s, p));
+  assert_false(slab_is_block_start(s, (char *)p + 16));
+  assert_int_equal((uintptr_t)s->start % GPA_PAGE_SIZE, 0);
+  free(p);
+  /* Memory that is not a segment is not in the map. */
+  int local;
+  assert_false(segmap_contains(segment_of(&local)));
+  assert_false(segmap_contains(segment_of((void *)(uintptr_t)0x10)));
+}
+
+static void test_slab_carves_lazily_and_accounts(void **state) {
+  (void)state;
+  gpa_heap_t *h = gpa_tls_heap;
+  gpa_segment_t *seg = segment_small_acquire(h->instance, h);
+  assert_non_null(seg);
+  unsigned cls = size_class_of(48);
+  gpa_slab_t *s = segment_slab_alloc(seg, cls);
+  assert_non_null(s);
+  assert_int_equal(s->reserved, GPA_PAGE_SIZE / 48);
+  assert_int_equal(s->capacity, 0);
+  slab_extend(s);
+  assert_int_equal(s->capacity, GPA_EXTEND_BYTES / 48);
+  assert_int_equal(free_list_length(s), s->capacity);
+  /* Every block on the list is a block start inside the slab. */
+  for (gpa_block_t *b = s->free; b != NULL; b = block_decode(s, b->next_encoded))
+    assert_true(slab_is_block_start(s, b));
+  slab_check(s);
+
+  /* A remote push flags nothing on a slab in a queue, and collect moves
+   * the block back and lowers the live count. */
+  gpa_block_t *b = s->free;
+  s->free = block_decode(s, b->next_encoded);
+  s->used++;
+  assert_true(slab_block_looks_free(s, s->free));
+  assert_false(slab_push_remote(s, b));
+  assert_int_equal(s->used, 1);
+  assert_true(slab_find_free_block(s, b));
+  assert_true(slab_collect(s));
+  assert_int_equal(s->used, 0);
+  assert_ptr_equal(s->free, b);
+  assert_false(slab_collect(s));
+
+  /* A parked (full) slab: the next remote push reports the flag. */
+  gpa_block_t *saved_free = s->free;
+  s->free = NULL;
+  assert_true(slab_try_mark_full(s));
+  assert_true(slab_push_remote(s, b));
+  assert_false(slab_try_mark_full(s)); /* a pending remote free blocks parking */
+  s->free = NULL;
+  s->used = 1;
+  assert_true(slab_collect(s));
+  assert_int_equal(s->used, 0);
+  s->free = saved_free;
+
+  size_t pages_before = seg->used_pages;
+  segment_slab_free(seg, s);
+  assert_int_equal(seg->used_pages, pages_before - size_class_slab_pages(cls));
+  assert_false(slab_is_block_start(slab_of(seg, saved_free), saved_free));
+  segment_small_release(seg);
+}
+
+static void test_page_runs_for_multi_page_slabs(void **state) {
+  (void)state;
+  gpa_heap_t *h = gpa_tls_heap;
+  gpa_segment_t *seg = segment_small_acquire(h->instance, h);
+  assert_non_null(seg);
+  unsigned big = size_class_of(GPA_SMALL_MAX);
+  unsigned pages = size_class_slab_pages(big);
+  assert_true(pages > 1);
+  unsigned fitted = 0;
+  gpa_slab_t *slabs[GPA_PAGES_PER_SEGMENT];
+  gpa_slab_t *s;
+  while ((s = segment_slab_alloc(seg, big)) != NULL) {
+    /* Every page of the slab maps back to it. */
+    for (unsigned i = 0; i < pages; i++)
+      assert_ptr_equal(slab_of(seg, s->start + (size_t)i * GPA_PAGE_SIZE), s);
+    slabs[fitted++] = s;
+  }
+  assert_int_equal(fitted, (GPA_PAGES_PER_SEGMENT - 1) / pages);
+  for (unsigned i = 0; i < fitted; i++) segment_slab_free(seg, slabs[i]);
+  assert_int_equal(seg->used_pages, 0);
+  segment_small_release(seg);
+}
+
+static void test_freeing_everything_retires_slabs(void **state) {
+  (void)state;
+  enum { N = 20000 };
+  void **blocks = malloc(N * sizeof *blocks);
+  assert_non_null(blocks);
+  for (int i = 0; i < N; i++) blocks[i] = malloc(64);
+  size_t in_slabs = atomic_load(&gpa_default_instance.slab_bytes);
+  for (int i = 0; i < N; i++) free(blocks[i]);
+  size_t after = atomic_load(&gpa_default_instance.slab_bytes);
+  /* 20000 x 64 B is ~20 slabs; only the class's current one stays. */
+  assert_true(after + 10 * GPA_PAGE_SIZE < in_slabs);
+  free(blocks);
+}
+
+static void *free_in_other_thread(void *arg) {
+  void **blocks = arg;
+  for (int i = 0; i < 1000; i++) free(blocks[i]);
+  return NULL;
+}
+
+static void test_remote_frees_are_collected_by_owner(void **state) {
+  (void)state;
+  void *blocks[1000];
+  for (int i = 0; i < 1000; i++) blocks[i] = malloc(80);
+  gpa_slab_t *s = slab_of(segment_of(blocks[0]), blocks[0]);
+  uint32_t used_before = s->used;
+  pthread_t t;
+  assert_int_equal(pthread_create(&t, NULL, free_in_other_thread, blocks), 0);
+  pthread_join(t, NULL);
+  /* The frees wait on the slab's remote list; live count unchanged. */
+  assert_int_equal(s->used, used_before);
+  assert_true((atomic_load(&s->thread_free) & ~SLAB_FULL_FLAG) != 0);
+  heap_collect(gpa_tls_heap, false);
+  assert_true(s->used < used_before);
+  slab_check(s);
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+    cmocka_unit_test(test_pointer_finds_its_segment_and_slab),
+    cmocka_unit_test(test_slab_carves_lazily_and_accounts),
+    cmocka_unit_test(test_page_runs_for_multi_page_slabs),
+    cmocka_unit_test(test_freeing_everything_retires_slabs),
+    cmocka_unit_test(test_remote_frees_are_collected_by_owner),
+  };
+  return cmocka_run_group_tests(tests, NULL, NULL);
+}
