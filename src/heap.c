@@ -86,6 +86,7 @@ static gpa_slab_t *heap_new_slab(gpa_heap_t *h, unsigned cls) {
 static void heap_retire_slab(gpa_heap_t *h, gpa_slab_t *s) {
   GPA_INVARIANT("retired-slab-empty", s->used == 0);
   gpa_segment_t *seg = segment_of(s->start);
+  GPA_INVARIANT("slab-owned-by-heap", seg->owner == h);
   unsigned cls = s->class_index;
   bool was_first = h->queues[cls].first == s;
   queue_remove(&h->queues[cls], s);
@@ -152,6 +153,8 @@ static gpa_slab_t *heap_find_slab(gpa_heap_t *h, unsigned cls) {
     queue_push_front(q, s);
   }
   heap_update_direct(h, cls);
+  GPA_INVARIANT("slab-owned-by-heap", segment_of(s->start)->owner == h);
+  GPA_INVARIANT("slab-of-class", s->class_index == cls && s->in_use);
   slab_check(s);
   return s;
 }
@@ -187,6 +190,7 @@ GPA_NOINLINE void *heap_malloc_generic(gpa_heap_t *h, size_t size) {
 
 /* The owner freed the slab's last live block, or freed into a parked slab. */
 GPA_NOINLINE void heap_free_slow(gpa_heap_t *h, gpa_slab_t *s) {
+  GPA_INVARIANT("slab-owned-by-heap", segment_of(s->start)->owner == h);
   if (s->in_full) heap_unpark_slab(h, s);
   /* Keep the class's current slab even when empty: a program that frees
    * and allocates one block in a loop must not map and unmap a slab each

@@ -115,6 +115,8 @@ void segment_slab_free(gpa_segment_t *seg, gpa_slab_t *s) {
   GPA_INVARIANT("freed-slab-is-empty", s->used == 0);
   unsigned first = (unsigned)(s - seg->slabs);
   unsigned pages = s->page_count;
+  GPA_INVARIANT("slab-pages-mapped-to-slab", seg->page_slab[first] == first && seg->page_slab[first + pages - 1] == first);
+  GPA_INVARIANT("slab-pages-in-use", (seg->free_pages >> first & 1) == 0);
   uint64_t mask = (pages == 64 ? ~(uint64_t)0 : (((uint64_t)1 << pages) - 1)) << first;
   for (unsigned i = 0; i < pages; i++) seg->page_slab[first + i] = 0;
   s->in_use = 0;
