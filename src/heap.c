@@ -168,6 +168,7 @@ void *heap_malloc_class(gpa_heap_t *h, unsigned cls) {
   gpa_block_t *b = s->free;
   s->free = block_decode(s, b->next_encoded);
   s->used++;
+  b->next_encoded = 0; /* a live block must not look free to free() */
   return b;
 }
 

@@ -120,6 +120,7 @@ static inline void *heap_malloc(gpa_heap_t *h, size_t size) {
     if (GPA_LIKELY(b != NULL)) {
       s->free = block_decode(s, b->next_encoded);
       s->used++;
+      b->next_encoded = 0; /* a live block must not look free to free() */
       return b;
     }
   }
