@@ -18,6 +18,20 @@
 
 static size_t round_up(size_t n, size_t to) { return (n + to - 1) & ~(to - 1); }
 
+/* Mappings are rounded up to one of eight sizes per doubling: the rounding
+ * costs address space, not memory (untouched pages are never resident), and
+ * lets freed mappings be reused for requests of nearby sizes. */
+static size_t large_mapping_size(size_t bytes) {
+  size_t page = os_page_size();
+  size_t rounded = round_up(bytes, page);
+  if (rounded < bytes) return SIZE_MAX; /* overflow: the reservation fails */
+  unsigned top = 63u - (unsigned)__builtin_clzll((unsigned long long)rounded);
+  size_t step = top > 3 ? (size_t)1 << (top - 3) : page;
+  if (step < page) step = page;
+  size_t classed = round_up(rounded, step);
+  return classed < rounded ? rounded : classed;
+}
+
 static size_t header_offset(size_t alignment) {
   size_t page = os_page_size();
   return alignment > page ? alignment : page;
@@ -70,7 +84,7 @@ void *large_alloc(gpa_instance_t *inst, size_t size, size_t alignment, bool *zer
     return NULL;
   }
   size_t offset = header_offset(alignment);
-  size_t need = round_up(offset + size, os_page_size());
+  size_t need = large_mapping_size(offset + size);
   gpa_segment_t *seg = large_cache_take(inst, need);
   *zeroed = seg == NULL;
   if (seg == NULL) {

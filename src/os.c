@@ -50,21 +50,46 @@ static void *map_anonymous(size_t size) {
   return p == MAP_FAILED ? NULL : p;
 }
 
+/* Aligned reservations are first tried at a hinted address in an area of
+ * the address space the kernel leaves alone by default (it maps downward
+ * from below the stack), so most take one mmap instead of an over-sized
+ * mmap plus two trimming munmaps.  2 TiB, as other allocators use. */
+#define HINT_AREA_START ((uintptr_t)2 << 40)
+#define HINT_AREA_END ((uintptr_t)4 << 40)
+static _Atomic(uintptr_t) next_hint = HINT_AREA_START;
+
+static void *map_at_hint(size_t size, size_t alignment) {
+  uintptr_t hint = atomic_load_explicit(&next_hint, memory_order_relaxed);
+  uintptr_t aligned, end;
+  do {
+    aligned = (hint + alignment - 1) & ~(uintptr_t)(alignment - 1);
+    end = aligned + size;
+    if (end > HINT_AREA_END || end < aligned) { /* wrap around: freed space is reused */
+      aligned = (HINT_AREA_START + alignment - 1) & ~(uintptr_t)(alignment - 1);
+      end = aligned + size;
+      if (end > HINT_AREA_END || end < aligned) return NULL;
+    }
+  } while (!atomic_compare_exchange_weak_explicit(&next_hint, &hint, end, memory_order_relaxed,
+                                                  memory_order_relaxed));
+  void *p = mmap((void *)aligned, size, PROT_READ | PROT_WRITE,
+                 MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+  if (p == MAP_FAILED) return NULL;
+  if (p != (void *)aligned) { /* the kernel placed it elsewhere */
+    munmap(p, size);
+    return NULL;
+  }
+  return p;
+}
+
 void *os_reserve_aligned(size_t size, size_t alignment) {
   int saved = errno;
   if (injected_failure() || size == 0 || size + alignment < size) {
     errno = ENOMEM;
     return NULL;
   }
-  /* Try the exact size first: the kernel often hands out aligned addresses
-   * for large requests.  Otherwise over-reserve and trim both ends. */
-  uint8_t *p = map_anonymous(size);
+  uint8_t *p = alignment > os_page_size() ? map_at_hint(size, alignment) : map_anonymous(size);
   if (p == NULL) {
-    errno = ENOMEM;
-    return NULL;
-  }
-  if (((uintptr_t)p & (alignment - 1)) != 0) {
-    munmap(p, size);
+    /* Over-reserve and trim both ends. */
     size_t over = size + alignment;
     p = map_anonymous(over);
     if (p == NULL) {
