@@ -10,6 +10,7 @@
 
 void *gpa_core_aligned(size_t alignment, size_t size) {
   if (alignment <= GPA_MIN_ALIGN) return gpa_core_malloc(size);
+  if (size == 0) size = 1; /* like malloc(0): a unique block that can be written */
   gpa_heap_t *h = gpa_tls_heap;
   if (h == &gpa_empty_heap && (h = heap_for_thread()) == NULL) {
     errno = ENOMEM;

@@ -26,6 +26,10 @@ static GPA_NOINLINE void free_generic(gpa_segment_t *seg, void *p) {
     if (--s->used == 0 || s->in_full) heap_free_slow(gpa_tls_heap, s);
     return;
   }
+  /* Another thread's block.  A live block's link word is cleared when it is
+   * handed out, so one that decodes as a free-list link was freed already;
+   * pushing it again would make the remote list a cycle. */
+  if (GPA_UNLIKELY(slab_block_looks_free(s, p))) report_double_free("free", p, s->block_size);
   heap_free_remote(s, p);
 }
 

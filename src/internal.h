@@ -69,7 +69,9 @@ static inline bool slab_is_block_start(const gpa_slab_t *s, const void *p) {
 }
 
 /* A block whose first word decodes to NULL or to a block of its own slab
- * looks free; slab_find_free_block() then says for certain. */
+ * looks free.  Live blocks have that word cleared when handed out, so only a
+ * program's own data can mimic a link, and it must hit the slab's range
+ * under a random key.  The owner confirms with slab_find_free_block(). */
 static inline bool slab_block_looks_free(const gpa_slab_t *s, const gpa_block_t *b) {
   uintptr_t next = (uintptr_t)block_decode(s, b->next_encoded);
   return next == 0 || next - (uintptr_t)s->start < (uintptr_t)s->capacity * s->block_size;

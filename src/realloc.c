@@ -7,6 +7,10 @@
 
 #include "internal.h"
 
+/* Blocks up to this size are never moved to shrink: a smaller class would
+ * save at most this many bytes. */
+#define REALLOC_KEEP_SMALL 128
+
 void *gpa_core_realloc(void *p, size_t size) {
   if (p == NULL) return gpa_core_malloc(size);
   if (size == 0) { /* glibc: realloc(p, 0) frees and returns NULL */
@@ -24,8 +28,9 @@ void *gpa_core_realloc(void *p, size_t size) {
     gpa_slab_t *s = slab_of(seg, p);
     if (!slab_is_block_start(s, p)) report_invalid_free("realloc", p, "not the start of a block");
     old_usable = s->block_size;
-    /* Stay put while the block fits and at most half of it goes unused. */
-    if (size <= old_usable && size >= old_usable / 2) return p;
+    /* Stay put while the block fits and at most half of it goes unused
+     * (or the block is so small that moving would save nothing). */
+    if (size <= old_usable && (size >= old_usable / 2 || old_usable <= REALLOC_KEEP_SMALL)) return p;
   }
   void *q = gpa_core_malloc(size);
   if (q == NULL) return NULL; /* the old block stays intact */

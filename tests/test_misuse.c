@@ -1,0 +1,345 @@
+/*
+ * test_misuse.c: what libgpa does with pointers it never handed out, or no
+ * longer owns.  Each misuse runs in a fork()ed child; the parent reads the
+ * child's stderr through a pipe and asserts the child was killed by SIGABRT
+ * after writing exactly one line: "gpa: ..." naming the offending pointer.
+ *
+ * The parent makes every block before forking, so the child's copy of the
+ * heap holds the same addresses and the parent knows which pointer the
+ * report must name.  Pointers reach free() through a volatile variable and a
+ * noinline function: the compiler can neither drop the misuse nor warn
+ * about it (-Wfree-nonheap-object, -Wuse-after-free) under -Werror.
+ */
+#include <errno.h>
+#include <malloc.h>
+#include <pthread.h>
+#include <setjmp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "gpa.h"
+
+#define KiB ((size_t)1024)
+#define MiB ((size_t)1024 * 1024)
+
+/* Hides where a pointer came from. */
+static __attribute__((noinline)) void *launder(void *p) {
+  void *volatile v = p;
+  return v;
+}
+
+static __attribute__((noinline)) size_t opaque_size(size_t n) {
+  volatile size_t v = n;
+  return v;
+}
+
+/* What a child did: how it ended, and what it wrote to stderr. */
+typedef struct {
+  int status;
+  char err[4096];
+  size_t len;
+} outcome_t;
+
+typedef void (*action_fn)(void *arg);
+
+/* Runs `action(arg)` in a child whose stderr is a pipe back to us. */
+static void run_child(action_fn action, void *arg, outcome_t *out) {
+  int fds[2];
+  assert_int_equal(pipe(fds), 0);
+  fflush(stdout);
+  fflush(stderr);
+  pid_t pid = fork();
+  assert_true(pid >= 0);
+  if (pid == 0) {
+    close(fds[0]);
+    /* The abort is expected: no core file.  cmocka catches SIGSEGV and
+     * friends to report a failed test; the child must die of them instead,
+     * and of SIGABRT by default. */
+    struct rlimit no_core = { 0, 0 };
+    setrlimit(RLIMIT_CORE, &no_core);
+    const int sigs[] = { SIGABRT, SIGSEGV, SIGBUS, SIGILL, SIGFPE, SIGSYS };
+    for (size_t i = 0; i < sizeof sigs / sizeof sigs[0]; i++) signal(sigs[i], SIG_DFL);
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGABRT);
+    sigprocmask(SIG_UNBLOCK, &set, NULL);
+    alarm(20); /* a hang is a failure (dies of SIGALRM), not a stuck suite */
+    if (dup2(fds[1], 2) < 0) _exit(120);
+    close(fds[1]);
+    action(arg);
+    _exit(0); /* the misuse went unnoticed */
+  }
+  close(fds[1]);
+  out->len = 0;
+  for (;;) {
+    ssize_t n = read(fds[0], out->err + out->len, sizeof out->err - 1 - out->len);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) break;
+    out->len += (size_t)n;
+    if (out->len == sizeof out->err - 1) break;
+  }
+  out->err[out->len] = '\0';
+  close(fds[0]);
+  pid_t waited;
+  do {
+    waited = waitpid(pid, &out->status, 0);
+  } while (waited < 0 && errno == EINTR);
+  assert_int_equal(waited, pid);
+}
+
+static int is_hex_digit(char c) {
+  return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F');
+}
+
+/* The child died of SIGABRT after one line "gpa: ..." naming `p` as %p does. */
+static void assert_reported(const outcome_t *out, const void *p) {
+  char want[32];
+  snprintf(want, sizeof want, "%p", p);
+  print_message("child stderr: %s", out->err);
+  assert_true(WIFSIGNALED(out->status));
+  assert_int_equal(WTERMSIG(out->status), SIGABRT);
+  assert_true(out->len > 0);
+  assert_int_equal(strlen(out->err), out->len);
+  assert_int_equal(strncmp(out->err, "gpa: ", 5), 0);
+  /* One line: a single newline, at the end. */
+  assert_true(out->err[out->len - 1] == '\n');
+  assert_ptr_equal(strchr(out->err, '\n'), out->err + out->len - 1);
+  /* The pointer in lowercase hex, as a whole number (not a prefix of one). */
+  assert_int_equal(strncmp(want, "0x", 2), 0);
+  const char *at = strstr(out->err, want);
+  assert_non_null(at);
+  assert_false(is_hex_digit(at[strlen(want)]));
+  assert_true(at == out->err || !is_hex_digit(at[-1]));
+}
+
+/* ---- the misuses ---------------------------------------------------------- */
+
+static void do_free(void *p) { free(launder(p)); }
+
+static void do_double_free(void *p) {
+  free(launder(p));
+  free(launder(p));
+}
+
+static void do_realloc(void *p) {
+  void *q = realloc(launder(p), opaque_size(100));
+  *(void *volatile *)&q = q; /* keep the call */
+}
+
+static void do_usable_size(void *p) {
+  volatile size_t n = malloc_usable_size(launder(p));
+  (void)n;
+}
+
+/* A normal life: every call of the family, used correctly. */
+static void do_normal(void *arg) {
+  (void)arg;
+  const size_t sizes[] = { 0, 1, 32, 1000, 70000, 300 * KiB, 3 * MiB };
+  for (size_t k = 0; k < sizeof sizes / sizeof sizes[0]; k++) {
+    unsigned char *p = malloc(opaque_size(sizes[k]));
+    if (p == NULL) _exit(2);
+    memset(p, 0x5A, sizes[k]);
+    p = realloc(p, opaque_size(sizes[k] * 2 + 1));
+    if (p == NULL) _exit(3);
+    if (malloc_usable_size(p) < sizes[k] * 2 + 1) _exit(4);
+    free(p);
+    void *c = calloc(opaque_size(sizes[k]), 1);
+    if (c == NULL) _exit(5);
+    free(c);
+    void *a = aligned_alloc(4096, opaque_size(sizes[k]));
+    if (a == NULL) _exit(6);
+    free_aligned_sized(a, 4096, sizes[k]);
+    void *s = malloc(opaque_size(sizes[k]));
+    if (s == NULL) _exit(7);
+    free_sized(s, sizes[k]);
+  }
+  malloc_trim(0);
+}
+
+/* ---- tests ---------------------------------------------------------------- */
+
+static void test_control_child_exits_cleanly(void **state) {
+  (void)state;
+  outcome_t out;
+  run_child(do_normal, NULL, &out);
+  assert_true(WIFEXITED(out.status));
+  assert_int_equal(WEXITSTATUS(out.status), 0);
+  assert_int_equal(out.len, 0);
+}
+
+static void test_free_stack_pointer(void **state) {
+  (void)state;
+  char local[64];
+  memset(local, 1, sizeof local);
+  void *bad = launder(local);
+  outcome_t out;
+  run_child(do_free, bad, &out);
+  assert_reported(&out, bad);
+  /* An odd address inside the frame, too. */
+  bad = launder(local + 7);
+  run_child(do_free, bad, &out);
+  assert_reported(&out, bad);
+}
+
+static char static_array[256];
+
+static void test_free_static_pointer(void **state) {
+  (void)state;
+  void *bad = launder(static_array);
+  outcome_t out;
+  run_child(do_free, bad, &out);
+  assert_reported(&out, bad);
+}
+
+static void test_free_interior_small(void **state) {
+  (void)state;
+  unsigned char *p = malloc(opaque_size(64));
+  assert_non_null(p);
+  memset(p, 0, 64);
+  void *bad = launder(p + 8);
+  outcome_t out;
+  run_child(do_free, bad, &out);
+  assert_reported(&out, bad);
+  /* Other interior offsets of the same block. */
+  bad = launder(p + 16);
+  run_child(do_free, bad, &out);
+  assert_reported(&out, bad);
+  bad = launder(p + 63);
+  run_child(do_free, bad, &out);
+  assert_reported(&out, bad);
+  free(p); /* the parent's block was never touched */
+}
+
+static void test_free_interior_large(void **state) {
+  (void)state;
+  unsigned char *p = malloc(opaque_size(1 * MiB));
+  assert_non_null(p);
+  memset(p, 0, 1 * MiB);
+  void *bad = launder(p + 4096);
+  outcome_t out;
+  run_child(do_free, bad, &out);
+  assert_reported(&out, bad);
+  bad = launder(p + 16);
+  run_child(do_free, bad, &out);
+  assert_reported(&out, bad);
+  free(p);
+}
+
+static void test_double_free_small(void **state) {
+  (void)state;
+  void *p = malloc(opaque_size(32));
+  assert_non_null(p);
+  outcome_t out;
+  run_child(do_double_free, p, &out);
+  assert_reported(&out, p);
+  free(p);
+}
+
+/* The block freed twice is no longer at the head of the free list. */
+static void free_a_b_a(void *arg) {
+  void **pair = arg;
+  free(launder(pair[0]));
+  free(launder(pair[1]));
+  free(launder(pair[0]));
+}
+
+static void test_double_free_small_not_last(void **state) {
+  (void)state;
+  void *pair[2] = { malloc(opaque_size(48)), malloc(opaque_size(48)) };
+  assert_non_null(pair[0]);
+  assert_non_null(pair[1]);
+  outcome_t out;
+  run_child(free_a_b_a, pair, &out);
+  assert_reported(&out, pair[0]);
+  free(pair[0]);
+  free(pair[1]);
+}
+
+static void test_double_free_large(void **state) {
+  (void)state;
+  const size_t sizes[] = { 300 * KiB, 1 * MiB, 40 * MiB };
+  for (size_t k = 0; k < sizeof sizes / sizeof sizes[0]; k++) {
+    void *p = malloc(opaque_size(sizes[k]));
+    assert_non_null(p);
+    outcome_t out;
+    run_child(do_double_free, p, &out);
+    assert_reported(&out, p);
+    free(p);
+  }
+}
+
+/* A thread that does not own the block frees it twice: the second free
+ * must be caught, not pushed again onto the owner's remote list. */
+static void *free_twice_thread(void *arg) {
+  do_double_free(arg);
+  return NULL;
+}
+
+static void double_free_from_other_thread(void *arg) {
+  pthread_t t;
+  if (pthread_create(&t, NULL, free_twice_thread, arg) != 0) _exit(3);
+  pthread_join(t, NULL);
+  /* Not reached when the double free is caught; if it is missed, the owner
+   * collecting the remote list must not loop forever either. */
+  for (int i = 0; i < 1000; i++) (void)launder(malloc(opaque_size(32)));
+}
+
+static void test_double_free_small_cross_thread(void **state) {
+  (void)state;
+  void *p = malloc(opaque_size(32));
+  assert_non_null(p);
+  outcome_t out;
+  run_child(double_free_from_other_thread, p, &out);
+  assert_reported(&out, p);
+  free(p);
+}
+
+static void test_realloc_never_allocated(void **state) {
+  (void)state;
+  char local[128];
+  memset(local, 2, sizeof local);
+  void *bad = launder(local);
+  outcome_t out;
+  run_child(do_realloc, bad, &out);
+  assert_reported(&out, bad);
+  bad = launder(static_array + 32);
+  run_child(do_realloc, bad, &out);
+  assert_reported(&out, bad);
+}
+
+static void test_usable_size_stack_pointer(void **state) {
+  (void)state;
+  char local[32];
+  memset(local, 3, sizeof local);
+  void *bad = launder(local);
+  outcome_t out;
+  run_child(do_usable_size, bad, &out);
+  assert_reported(&out, bad);
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+    cmocka_unit_test(test_control_child_exits_cleanly),
+    cmocka_unit_test(test_free_stack_pointer),
+    cmocka_unit_test(test_free_static_pointer),
+    cmocka_unit_test(test_free_interior_small),
+    cmocka_unit_test(test_free_interior_large),
+    cmocka_unit_test(test_double_free_small),
+    cmocka_unit_test(test_double_free_small_not_last),
+    cmocka_unit_test(test_double_free_small_cross_thread),
+    cmocka_unit_test(test_double_free_large),
+    cmocka_unit_test(test_realloc_never_allocated),
+    cmocka_unit_test(test_usable_size_stack_pointer),
+  };
+  return cmocka_run_group_tests(tests, NULL, NULL);
+}
