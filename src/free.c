@@ -33,10 +33,19 @@ static GPA_NOINLINE void free_generic(gpa_segment_t *seg, void *p) {
   heap_free_remote(s, p);
 }
 
+/* A pointer outside every segment: over-aligned, or not ours. */
+static GPA_NOINLINE void free_outside_segments(void *p) {
+  if (!large_overaligned_contains(p)) report_invalid_free("free", p, "not allocated by gpa");
+  large_overaligned_free(p);
+}
+
 void gpa_core_free(void *p) {
   if (GPA_UNLIKELY(p == NULL)) return;
   gpa_segment_t *seg = segment_of(p);
-  if (GPA_UNLIKELY(!segmap_contains(seg))) report_invalid_free("free", p, "not allocated by gpa");
+  if (GPA_UNLIKELY(!segmap_contains(seg))) {
+    free_outside_segments(p);
+    return;
+  }
   gpa_heap_t *h = gpa_tls_heap;
   if (GPA_LIKELY(seg->owner == h)) {
     gpa_slab_t *s = slab_of(seg, p);
@@ -59,7 +68,10 @@ size_t block_usable_size(gpa_segment_t *seg, const void *p) {
 size_t gpa_core_usable_size(const void *p) {
   if (p == NULL) return 0;
   gpa_segment_t *seg = segment_of(p);
-  if (!segmap_contains(seg)) report_invalid_free("malloc_usable_size", p, "not allocated by gpa");
+  if (!segmap_contains(seg)) {
+    if (large_overaligned_contains(p)) return large_overaligned_usable_size(p);
+    report_invalid_free("malloc_usable_size", p, "not allocated by gpa");
+  }
   if (seg->kind == GPA_SEGMENT_LARGE) {
     if (p != seg->large_ptr) report_invalid_free("malloc_usable_size", p, "not a live large block");
     return large_usable_size(seg);

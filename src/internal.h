@@ -30,15 +30,21 @@ static inline gpa_segment_t *segment_of(const void *p) {
   return (gpa_segment_t *)((uintptr_t)p & ~(uintptr_t)GPA_SEGMENT_MASK);
 }
 
-static inline bool segmap_contains(const gpa_segment_t *seg) {
-  uintptr_t index = (uintptr_t)seg >> GPA_SEGMENT_SHIFT;
+/* Address maps: one bit per segment-aligned address of the 48-bit space. */
+static inline bool addrmap_contains(_Atomic(uint64_t) *map, const void *addr) {
+  uintptr_t index = (uintptr_t)addr >> GPA_SEGMENT_SHIFT;
   if (GPA_UNLIKELY(index >= ((uintptr_t)1 << (GPA_ADDRESS_BITS - GPA_SEGMENT_SHIFT)))) return false;
-  uint64_t word = atomic_load_explicit(&gpa_segmap[index / 64], memory_order_relaxed);
+  uint64_t word = atomic_load_explicit(&map[index / 64], memory_order_relaxed);
   return (word >> (index % 64)) & 1;
 }
+void addrmap_insert(_Atomic(uint64_t) *map, const void *addr);
+void addrmap_remove(_Atomic(uint64_t) *map, const void *addr);
 
-void segmap_insert(const gpa_segment_t *seg);
-void segmap_remove(const gpa_segment_t *seg);
+static inline bool segmap_contains(const gpa_segment_t *seg) {
+  return addrmap_contains(gpa_segmap, seg);
+}
+static inline void segmap_insert(const gpa_segment_t *seg) { addrmap_insert(gpa_segmap, seg); }
+static inline void segmap_remove(const gpa_segment_t *seg) { addrmap_remove(gpa_segmap, seg); }
 
 /* ---- slabs ------------------------------------------------------------- */
 
@@ -135,6 +141,13 @@ void large_free(gpa_segment_t *seg);
 void *large_realloc(gpa_segment_t *seg, size_t size);
 size_t large_usable_size(const gpa_segment_t *seg);
 void large_cache_flush(struct gpa_instance *inst);
+
+/* Blocks aligned to more than half a segment live outside the segment map
+ * (their pointer is itself segment-aligned); free() asks here before it
+ * calls a pointer foreign. */
+bool large_overaligned_contains(const void *p);
+void large_overaligned_free(void *p);
+size_t large_overaligned_usable_size(const void *p);
 
 /* ---- instance ---------------------------------------------------------- */
 extern gpa_instance_t gpa_default_instance;

@@ -78,10 +78,76 @@ static void large_unmap(gpa_instance_t *inst, gpa_segment_t *seg) {
   os_release(seg, size);
 }
 
-void *large_alloc(gpa_instance_t *inst, size_t size, size_t alignment, bool *zeroed) {
-  if (size > PTRDIFF_MAX || alignment > LARGE_MAX_ALIGN) {
+/* ---- over-aligned blocks ------------------------------------------------
+ * An alignment above LARGE_MAX_ALIGN makes the pointer segment-aligned, so
+ * masking it would land on the user's bytes.  Such a block gets a small
+ * header just in front of it and a bit in a map of its own; it is rare, so
+ * only the paths that already failed the segment map look there. */
+typedef struct overaligned_header {
+  gpa_instance_t *instance;
+  uint8_t *base;       /* the mapping */
+  size_t mapped_size;
+  size_t size;         /* bytes requested */
+} overaligned_header_t;
+
+#define OVERALIGNED_HEADER_SPACE 64 /* header rounded to a cache line */
+static _Atomic(uint64_t) overaligned_map[GPA_SEGMAP_WORDS];
+
+static overaligned_header_t *overaligned_header(const void *p) {
+  return (overaligned_header_t *)((uintptr_t)p - OVERALIGNED_HEADER_SPACE);
+}
+
+static void *large_alloc_overaligned(gpa_instance_t *inst, size_t size, size_t alignment) {
+  size_t page = os_page_size();
+  size_t total = round_up(alignment + size, page);
+  if (total < size) {
     errno = ENOMEM;
     return NULL;
+  }
+  uint8_t *base = os_reserve_aligned(total, alignment);
+  if (base == NULL) return NULL;
+  uint8_t *p = base + alignment;
+  overaligned_header_t *h = overaligned_header(p);
+  h->instance = inst;
+  h->base = base;
+  h->mapped_size = total;
+  h->size = size;
+  addrmap_insert(overaligned_map, p);
+  atomic_fetch_add_explicit(&inst->large_mapped, total, memory_order_relaxed);
+  atomic_fetch_add_explicit(&inst->large_in_use, size, memory_order_relaxed);
+  atomic_fetch_add_explicit(&inst->large_count, 1, memory_order_relaxed);
+  return p;
+}
+
+bool large_overaligned_contains(const void *p) {
+  return ((uintptr_t)p & GPA_SEGMENT_MASK) == 0 && addrmap_contains(overaligned_map, p);
+}
+
+size_t large_overaligned_usable_size(const void *p) {
+  const overaligned_header_t *h = overaligned_header(p);
+  return h->mapped_size - (size_t)((const uint8_t *)p - h->base);
+}
+
+void large_overaligned_free(void *p) {
+  overaligned_header_t *h = overaligned_header(p);
+  gpa_instance_t *inst = h->instance;
+  addrmap_remove(overaligned_map, p);
+  atomic_fetch_sub_explicit(&inst->large_mapped, h->mapped_size, memory_order_relaxed);
+  atomic_fetch_sub_explicit(&inst->large_in_use, h->size, memory_order_relaxed);
+  atomic_fetch_sub_explicit(&inst->large_count, 1, memory_order_relaxed);
+  os_release(h->base, h->mapped_size);
+}
+
+/* ---- ordinary large blocks --------------------------------------------- */
+
+void *large_alloc(gpa_instance_t *inst, size_t size, size_t alignment, bool *zeroed) {
+  if (size > PTRDIFF_MAX) {
+    errno = ENOMEM;
+    return NULL;
+  }
+  if (alignment > LARGE_MAX_ALIGN) {
+    *zeroed = true;
+    return large_alloc_overaligned(inst, size, alignment);
   }
   size_t offset = header_offset(alignment);
   size_t need = large_mapping_size(offset + size);

@@ -18,9 +18,13 @@ void *gpa_core_realloc(void *p, size_t size) {
     return NULL;
   }
   gpa_segment_t *seg = segment_of(p);
-  if (GPA_UNLIKELY(!segmap_contains(seg))) report_invalid_free("realloc", p, "not allocated by gpa");
   size_t old_usable;
-  if (seg->kind == GPA_SEGMENT_LARGE) {
+  if (GPA_UNLIKELY(!segmap_contains(seg))) {
+    /* An over-aligned block moves like any other; realloc keeps only the
+     * alignment malloc gives. */
+    if (!large_overaligned_contains(p)) report_invalid_free("realloc", p, "not allocated by gpa");
+    old_usable = large_overaligned_usable_size(p);
+  } else if (seg->kind == GPA_SEGMENT_LARGE) {
     if (p != seg->large_ptr) report_invalid_free("realloc", p, "not a live large block");
     if (size > GPA_SMALL_MAX) return large_realloc(seg, size);
     old_usable = large_usable_size(seg);

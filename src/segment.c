@@ -11,15 +11,15 @@
 
 _Atomic(uint64_t) gpa_segmap[GPA_SEGMAP_WORDS];
 
-void segmap_insert(const gpa_segment_t *seg) {
-  uintptr_t index = (uintptr_t)seg >> GPA_SEGMENT_SHIFT;
-  GPA_INVARIANT("segment-in-address-space", index < ((uintptr_t)1 << (GPA_ADDRESS_BITS - GPA_SEGMENT_SHIFT)));
-  atomic_fetch_or_explicit(&gpa_segmap[index / 64], (uint64_t)1 << (index % 64), memory_order_release);
+void addrmap_insert(_Atomic(uint64_t) *map, const void *addr) {
+  uintptr_t index = (uintptr_t)addr >> GPA_SEGMENT_SHIFT;
+  GPA_INVARIANT("address-in-address-space", index < ((uintptr_t)1 << (GPA_ADDRESS_BITS - GPA_SEGMENT_SHIFT)));
+  atomic_fetch_or_explicit(&map[index / 64], (uint64_t)1 << (index % 64), memory_order_release);
 }
 
-void segmap_remove(const gpa_segment_t *seg) {
-  uintptr_t index = (uintptr_t)seg >> GPA_SEGMENT_SHIFT;
-  atomic_fetch_and_explicit(&gpa_segmap[index / 64], ~((uint64_t)1 << (index % 64)), memory_order_release);
+void addrmap_remove(_Atomic(uint64_t) *map, const void *addr) {
+  uintptr_t index = (uintptr_t)addr >> GPA_SEGMENT_SHIFT;
+  atomic_fetch_and_explicit(&map[index / 64], ~((uint64_t)1 << (index % 64)), memory_order_release);
 }
 
 /* Every page but the header page. */

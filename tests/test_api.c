@@ -372,6 +372,37 @@ static void test_posix_memalign_alignments(void **state) {
   }
 }
 
+/* Alignments above half a segment: the pointer is itself segment-aligned. */
+static void test_overaligned_blocks(void **state) {
+  (void)state;
+  const size_t aligns[] = { 4 * MiB, 8 * MiB, 32 * MiB };
+  for (size_t i = 0; i < sizeof aligns / sizeof aligns[0]; i++) {
+    size_t a = aligns[i];
+    const size_t sizes[] = { 0, 1, 100, 5000, a / 2 + 3 };
+    for (size_t k = 0; k < sizeof sizes / sizeof sizes[0]; k++) {
+      void *p = NULL;
+      assert_int_equal(posix_memalign(&p, opaque_size(a), opaque_size(sizes[k])), 0);
+      assert_true(is_aligned(p, a));
+      assert_usable(p, sizes[k], k + 7);
+      void *q = aligned_alloc(opaque_size(a), opaque_size(sizes[k]));
+      assert_non_null(q);
+      assert_true(is_aligned(q, a));
+      assert_true(malloc_usable_size(q) >= sizes[k]);
+      free(q);
+      free(p);
+    }
+    /* realloc moves it and keeps the bytes. */
+    unsigned char *r = memalign(opaque_size(a), opaque_size(3000));
+    assert_non_null(r);
+    assert_true(is_aligned(r, a));
+    fill(r, 3000, 99);
+    r = realloc(r, opaque_size(1 * MiB));
+    assert_non_null(r);
+    assert_pattern(r, 3000, 99);
+    free(r);
+  }
+}
+
 static void test_aligned_alloc_einval(void **state) {
   (void)state;
   const size_t bad[] = { 0, 3, 24, 48, 100, 3 * 4096, ((size_t)1 << 20) + 16 };
@@ -1145,6 +1176,7 @@ int main(void) {
     cmocka_unit_test(test_realloc_failure_keeps_block),
     cmocka_unit_test(test_posix_memalign_einval),
     cmocka_unit_test(test_posix_memalign_alignments),
+    cmocka_unit_test(test_overaligned_blocks),
     cmocka_unit_test(test_aligned_alloc_einval),
     cmocka_unit_test(test_aligned_alloc_memalign_many),
     cmocka_unit_test(test_memalign_rounds_up),
