@@ -40,7 +40,8 @@ static void queue_push_back(gpa_slab_queue_t *q, gpa_slab_t *s) {
   q->last = s;
 }
 
-/* Point the direct slots of `cls` at its queue's first slab. */
+/* Point the direct slots of `cls` at its queue's first slab.  Invariant:
+ * a direct slot holds its class's first queued slab or the empty slab. */
 static void heap_update_direct(gpa_heap_t *h, unsigned cls) {
   size_t size = size_class_block_size(cls);
   if (size > GPA_DIRECT_MAX) return;
@@ -88,9 +89,8 @@ static void heap_retire_slab(gpa_heap_t *h, gpa_slab_t *s) {
   gpa_segment_t *seg = segment_of(s->start);
   GPA_INVARIANT("slab-owned-by-heap", seg->owner == h);
   unsigned cls = s->class_index;
-  bool was_first = h->queues[cls].first == s;
   queue_remove(&h->queues[cls], s);
-  if (was_first) heap_update_direct(h, cls);
+  heap_update_direct(h, cls); /* no direct slot may outlive its slab */
   segment_slab_free(seg, s);
   if (seg->used_pages == 0) {
     heap_remove_segment(h, seg);
@@ -121,6 +121,20 @@ static void heap_rescue_full(gpa_heap_t *h) {
 
 /* ---- allocation slow path ---------------------------------------------- */
 
+/* Checked builds: every direct slot holds its class's first slab. */
+static void heap_check_direct(const gpa_heap_t *h) {
+#if GPA_CHECKS_ENABLED
+  for (size_t i = 0; i < GPA_DIRECT_SLOTS; i++) {
+    const gpa_slab_t *s = h->direct[i];
+    if (s == &gpa_empty_slab) continue;
+    GPA_INVARIANT("direct-slot-is-class-head", s->in_use && h->queues[s->class_index].first == s);
+    GPA_INVARIANT("direct-slot-class-fits", size_class_block_size(s->class_index) >= i * 16);
+  }
+#else
+  (void)h;
+#endif
+}
+
 /* A slab of class `cls` with a free block, made the class's current slab. */
 static gpa_slab_t *heap_find_slab(gpa_heap_t *h, unsigned cls) {
   if (atomic_load_explicit(&h->remote_pending, memory_order_relaxed)) heap_rescue_full(h);
@@ -145,7 +159,12 @@ static gpa_slab_t *heap_find_slab(gpa_heap_t *h, unsigned cls) {
   }
   if (s == NULL) {
     s = heap_new_slab(h, cls);
-    if (s == NULL) return NULL;
+    if (s == NULL) {
+      /* The walk may have parked the current slab: the direct slots must
+       * not keep pointing at it. */
+      heap_update_direct(h, cls);
+      return NULL;
+    }
     slab_extend(s);
     queue_push_front(q, s);
   } else if (q->first != s) {
@@ -153,6 +172,7 @@ static gpa_slab_t *heap_find_slab(gpa_heap_t *h, unsigned cls) {
     queue_push_front(q, s);
   }
   heap_update_direct(h, cls);
+  heap_check_direct(h);
   GPA_INVARIANT("slab-owned-by-heap", segment_of(s->start)->owner == h);
   GPA_INVARIANT("slab-of-class", s->class_index == cls && s->in_use);
   slab_check(s);
