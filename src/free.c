@@ -33,14 +33,15 @@ static GPA_NOINLINE void free_generic(gpa_segment_t *seg, void *p) {
   heap_free_remote(s, p);
 }
 
-/* A pointer outside every segment: over-aligned, or not ours. */
+/* A pointer outside every segment: NULL, over-aligned, or not ours. */
 static GPA_NOINLINE void free_outside_segments(void *p) {
+  if (p == NULL) return;
   if (!large_overaligned_contains(p)) report_invalid_free("free", p, "not allocated by gpa");
   large_overaligned_free(p);
 }
 
 void gpa_core_free(void *p) {
-  if (GPA_UNLIKELY(p == NULL)) return;
+  /* NULL needs no test of its own: no segment starts at address 0. */
   gpa_segment_t *seg = segment_of(p);
   if (GPA_UNLIKELY(!segmap_contains(seg))) {
     free_outside_segments(p);

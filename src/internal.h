@@ -50,7 +50,7 @@ static inline void segmap_remove(const gpa_segment_t *seg) { addrmap_remove(gpa_
 
 static inline gpa_slab_t *slab_of(gpa_segment_t *seg, const void *p) {
   size_t page = ((uintptr_t)p & GPA_SEGMENT_MASK) >> GPA_PAGE_SHIFT;
-  return &seg->slabs[seg->page_slab[page]];
+  return seg->page_slab[page];
 }
 
 static inline gpa_block_t *block_decode(const gpa_slab_t *s, uintptr_t encoded) {
@@ -61,17 +61,13 @@ static inline uintptr_t block_encode(const gpa_slab_t *s, const gpa_block_t *b) 
   return (uintptr_t)b ^ s->key;
 }
 
-/* Index of the block at byte offset `offset` of the slab (exact for offsets
- * below 2^20 and blocks below 2^20 bytes). */
-static inline size_t slab_block_index(const gpa_slab_t *s, size_t offset) {
-  return (size_t)(((uint64_t)offset * s->div_magic) >> 40);
-}
-
-/* True when `p` is the start of a block this slab has carved. */
+/* True when `p` is the start of a block this slab has carved.  The
+ * divisibility test is Lemire, Kaser and Kurz's ("Faster remainder by direct
+ * computation", 2019): for offsets below 2^32, offset is a multiple of the
+ * block size iff offset * divides < divides, in 64-bit arithmetic. */
 static inline bool slab_is_block_start(const gpa_slab_t *s, const void *p) {
-  size_t offset = (size_t)((const uint8_t *)p - s->start);
-  size_t index = slab_block_index(s, offset);
-  return index < s->capacity && index * s->block_size == offset;
+  uintptr_t offset = (uintptr_t)p - (uintptr_t)s->start;
+  return offset < s->carved_bytes && (uint64_t)offset * s->divides < s->divides;
 }
 
 /* A block whose first word decodes to NULL or to a block of its own slab
@@ -80,7 +76,7 @@ static inline bool slab_is_block_start(const gpa_slab_t *s, const void *p) {
  * under a random key.  The owner confirms with slab_find_free_block(). */
 static inline bool slab_block_looks_free(const gpa_slab_t *s, const gpa_block_t *b) {
   uintptr_t next = (uintptr_t)block_decode(s, b->next_encoded);
-  return next == 0 || next - (uintptr_t)s->start < (uintptr_t)s->capacity * s->block_size;
+  return next == 0 || next - (uintptr_t)s->start < s->carved_bytes;
 }
 
 void slab_init(gpa_slab_t *s, uint8_t *start, unsigned cls, unsigned pages);

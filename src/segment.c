@@ -38,8 +38,8 @@ static void segment_init_small(gpa_segment_t *seg, gpa_instance_t *inst, gpa_hea
   seg->next = seg->prev = NULL;
   /* Page 0 maps to slab 0, which never holds blocks (capacity 0), so a
    * pointer into a page without a slab is rejected by the block check. */
-  memset(seg->page_slab, 0, sizeof seg->page_slab);
   memset(&seg->slabs[0], 0, sizeof seg->slabs[0]);
+  for (size_t i = 0; i < GPA_PAGES_PER_SEGMENT; i++) seg->page_slab[i] = &seg->slabs[0];
 }
 
 /* A free segment for `owner`: from the instance's cache, else the kernel. */
@@ -102,9 +102,9 @@ gpa_slab_t *segment_slab_alloc(gpa_segment_t *seg, unsigned cls) {
   seg->free_pages &= ~mask;
   seg->dirty_pages &= ~mask;
   seg->used_pages += pages;
-  for (unsigned i = 0; i < pages; i++) seg->page_slab[first + i] = (uint8_t)first;
-  atomic_fetch_add_explicit(&seg->instance->slab_bytes, (size_t)pages * GPA_PAGE_SIZE, memory_order_relaxed);
   gpa_slab_t *s = &seg->slabs[first];
+  for (unsigned i = 0; i < pages; i++) seg->page_slab[first + i] = s;
+  atomic_fetch_add_explicit(&seg->instance->slab_bytes, (size_t)pages * GPA_PAGE_SIZE, memory_order_relaxed);
   slab_init(s, (uint8_t *)seg + (size_t)first * GPA_PAGE_SIZE, cls, pages);
   return s;
 }
@@ -115,12 +115,13 @@ void segment_slab_free(gpa_segment_t *seg, gpa_slab_t *s) {
   GPA_INVARIANT("freed-slab-is-empty", s->used == 0);
   unsigned first = (unsigned)(s - seg->slabs);
   unsigned pages = s->page_count;
-  GPA_INVARIANT("slab-pages-mapped-to-slab", seg->page_slab[first] == first && seg->page_slab[first + pages - 1] == first);
+  GPA_INVARIANT("slab-pages-mapped-to-slab", seg->page_slab[first] == s && seg->page_slab[first + pages - 1] == s);
   GPA_INVARIANT("slab-pages-in-use", (seg->free_pages >> first & 1) == 0);
   uint64_t mask = (pages == 64 ? ~(uint64_t)0 : (((uint64_t)1 << pages) - 1)) << first;
-  for (unsigned i = 0; i < pages; i++) seg->page_slab[first + i] = 0;
+  for (unsigned i = 0; i < pages; i++) seg->page_slab[first + i] = &seg->slabs[0];
   s->in_use = 0;
   s->capacity = 0;
+  s->carved_bytes = 0;
   s->free = NULL;
   seg->free_pages |= mask;
   seg->dirty_pages |= mask;

@@ -16,7 +16,8 @@ void slab_init(gpa_slab_t *s, uint8_t *start, unsigned cls, unsigned pages) {
   s->capacity = 0;
   s->reserved = (uint32_t)(((size_t)pages * GPA_PAGE_SIZE) / block_size);
   s->block_size = (uint32_t)block_size;
-  s->div_magic = (((uint64_t)1 << 40) + block_size - 1) / block_size;
+  s->carved_bytes = 0;
+  s->divides = UINT64_MAX / block_size + 1;
   /* A per-slab key: a pointer's encoding differs from slab to slab. */
   s->key = ((uintptr_t)start * 0x9E3779B97F4A7C15ull) ^ process_key;
   s->start = start;
@@ -46,6 +47,7 @@ void slab_extend(gpa_slab_t *s) {
   ((gpa_block_t *)b)->next_encoded = block_encode(s, NULL);
   s->free = (gpa_block_t *)first;
   s->capacity += (uint32_t)n;
+  s->carved_bytes = s->capacity * s->block_size;
 }
 
 /* Move the blocks other threads freed onto the owner's free list.

@@ -81,7 +81,8 @@ typedef struct gpa_slab {
   uint32_t capacity;        /* blocks carved so far (lazily, GPA_EXTEND_BYTES at a time) */
   uint32_t reserved;        /* blocks that fit in the slab */
   uint32_t block_size;
-  uint64_t div_magic;       /* ceil(2^40 / block_size): offset -> index without a divide */
+  uint32_t carved_bytes;    /* capacity * block_size: the carved part of the slab */
+  uint64_t divides;         /* UINT64_MAX / block_size + 1: a multiply tests "is a block offset" */
   uintptr_t key;            /* encodes next pointers, exposes double frees */
   uint8_t *start;           /* first block */
   uint8_t class_index;
@@ -106,7 +107,7 @@ typedef struct gpa_segment {
   uint8_t *large_ptr;          /* the pointer handed out */
   size_t large_size;           /* bytes requested */
   struct gpa_segment *next, *prev; /* heap's segment list, or a cache */
-  uint8_t page_slab[GPA_PAGES_PER_SEGMENT]; /* page -> index of its slab's first page */
+  struct gpa_slab *page_slab[GPA_PAGES_PER_SEGMENT]; /* page -> its slab (slabs[0], never carved, if none) */
   gpa_slab_t slabs[GPA_PAGES_PER_SEGMENT];  /* indexed by a slab's first page */
 } gpa_segment_t;
 
