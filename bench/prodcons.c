@@ -37,6 +37,8 @@
 #include <string.h>
 #include <time.h>
 
+#include "bench_support.h"
+
 /* Compile-time knobs (-DBATCH=..., -DNSLOTS=...) for experiments.  A 2-core
  * machine shows this benchmark bimodal whatever NSLOTS is: depending on
  * whether the scheduler runs both threads at once or alternates them on
@@ -260,27 +262,6 @@ static void *consumer_main(void *arg)
     return NULL;
 }
 
-/*
- * Peak resident set of this process image, from /proc/self/status.  The
- * runner prefers it to wait4's ru_maxrss, which also counts the resident
- * size of the (much larger) parent between fork and exec.  -1 if unknown.
- */
-static long peak_rss_kib(void)
-{
-    char line[256];
-    long kib = -1;
-    FILE *f = fopen("/proc/self/status", "r");
-    if (f == NULL)
-        return -1;
-    while (fgets(line, sizeof line, f) != NULL) {
-        if (strncmp(line, "VmHWM:", 6) == 0) {
-            kib = strtol(line + 6, NULL, 10);
-            break;
-        }
-    }
-    fclose(f);
-    return kib;
-}
 
 static void usage(void)
 {

@@ -34,6 +34,8 @@
 #include <string.h>
 #include <time.h>
 
+#include "bench_support.h"
+
 /* malloc calls per variant per thread at scale 1. */
 #define BASE_MALLOCS_PER_VARIANT 2000000.0
 
@@ -179,27 +181,6 @@ static void *worker_main(void *arg)
     return NULL;
 }
 
-/*
- * Peak resident set of this process image, from /proc/self/status.  The
- * runner prefers it to wait4's ru_maxrss, which also counts the resident
- * size of the (much larger) parent between fork and exec.  -1 if unknown.
- */
-static long peak_rss_kib(void)
-{
-    char line[256];
-    long kib = -1;
-    FILE *f = fopen("/proc/self/status", "r");
-    if (f == NULL)
-        return -1;
-    while (fgets(line, sizeof line, f) != NULL) {
-        if (strncmp(line, "VmHWM:", 6) == 0) {
-            kib = strtol(line + 6, NULL, 10);
-            break;
-        }
-    }
-    fclose(f);
-    return kib;
-}
 
 static void usage(void)
 {

@@ -42,9 +42,9 @@ static gpa_segment_t *large_cache_take(gpa_instance_t *inst, size_t need) {
   gpa_segment_t *found = NULL;
   instance_lock(inst);
   for (size_t i = 0; i < GPA_LARGE_CACHE_SLOTS; i++) {
-    gpa_segment_t *seg = inst->large_cache[i].segment;
+    gpa_segment_t *seg = inst->large_cache[i];
     if (seg != NULL && seg->mapped_size >= need && seg->mapped_size / 2 <= need) {
-      inst->large_cache[i].segment = NULL;
+      inst->large_cache[i] = NULL;
       inst->large_cache_bytes -= seg->mapped_size;
       found = seg;
       break;
@@ -59,8 +59,8 @@ static bool large_cache_put(gpa_instance_t *inst, gpa_segment_t *seg) {
   instance_lock(inst);
   if (inst->large_cache_bytes + seg->mapped_size <= GPA_LARGE_CACHE_MAX_BYTES) {
     for (size_t i = 0; i < GPA_LARGE_CACHE_SLOTS; i++) {
-      if (inst->large_cache[i].segment == NULL) {
-        inst->large_cache[i].segment = seg;
+      if (inst->large_cache[i] == NULL) {
+        inst->large_cache[i] = seg;
         inst->large_cache_bytes += seg->mapped_size;
         kept = true;
         break;
@@ -222,8 +222,8 @@ void large_cache_flush(gpa_instance_t *inst) {
   gpa_segment_t *taken[GPA_LARGE_CACHE_SLOTS];
   instance_lock(inst);
   for (size_t i = 0; i < GPA_LARGE_CACHE_SLOTS; i++) {
-    taken[i] = inst->large_cache[i].segment;
-    inst->large_cache[i].segment = NULL;
+    taken[i] = inst->large_cache[i];
+    inst->large_cache[i] = NULL;
   }
   inst->large_cache_bytes = 0;
   instance_unlock(inst);

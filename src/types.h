@@ -126,17 +126,13 @@ typedef struct gpa_heap {
   struct gpa_heap *next_all;                /* every heap of the instance */
 } gpa_heap_t;
 
-typedef struct gpa_large_cache_entry {
-  gpa_segment_t *segment;
-} gpa_large_cache_entry_t;
-
 typedef struct gpa_instance {
   pthread_mutex_t lock;            /* pools and caches below; never on a fast path */
   gpa_heap_t *heap_pool;           /* heaps whose thread exited, ready for adoption */
   gpa_heap_t *all_heaps;
   gpa_segment_t *segment_cache;    /* free small segments kept for reuse */
   size_t segment_cache_count;
-  gpa_large_cache_entry_t large_cache[GPA_LARGE_CACHE_SLOTS];
+  gpa_segment_t *large_cache[GPA_LARGE_CACHE_SLOTS]; /* freed large mappings kept for reuse */
   size_t large_cache_bytes;
   uint8_t *heap_chunk;             /* memory heaps are carved from */
   size_t heap_chunk_left;

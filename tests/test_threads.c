@@ -37,6 +37,8 @@
 
 #include <cmocka.h>
 
+#include "test_support.h"
+
 #define MiB ((size_t)1 << 20)
 #define KiB ((size_t)1 << 10)
 
@@ -69,19 +71,6 @@ static void reset_worker_errors(void) {
 
 /* ---- resident set size --------------------------------------------------- */
 
-/* Resident bytes from /proc/self/statm, read without allocating. */
-static size_t rss_bytes(void) {
-  char buf[128];
-  int fd = open("/proc/self/statm", O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return 0;
-  ssize_t n = read(fd, buf, sizeof buf - 1);
-  close(fd);
-  if (n <= 0) return 0;
-  buf[n] = '\0';
-  unsigned long size_pages = 0, resident_pages = 0;
-  if (sscanf(buf, "%lu %lu", &size_pages, &resident_pages) != 2) return 0;
-  return (size_t)resident_pages * (size_t)sysconf(_SC_PAGESIZE);
-}
 
 /* ---- random numbers and block patterns ----------------------------------- */
 
