@@ -37,38 +37,68 @@ static size_t header_offset(size_t alignment) {
   return alignment > page ? alignment : page;
 }
 
-/* A cached mapping that fits `need` bytes without wasting more than half. */
+/* How many bytes of freed mappings the cache may keep: a quarter of the
+ * bytes in live large blocks, within [GPA_LARGE_CACHE_MIN_BYTES,
+ * GPA_LARGE_CACHE_MAX_BYTES].  A program cycling big buffers then reuses
+ * resident pages instead of faulting in fresh zeroed ones, and one that
+ * frees its big blocks for good gives the memory back. */
+static size_t large_cache_limit(gpa_instance_t *inst) {
+  size_t limit = atomic_load_explicit(&inst->large_in_use, memory_order_relaxed) / 2;
+  if (limit < GPA_LARGE_CACHE_MIN_BYTES) limit = GPA_LARGE_CACHE_MIN_BYTES;
+  if (limit > GPA_LARGE_CACHE_MAX_BYTES) limit = GPA_LARGE_CACHE_MAX_BYTES;
+  return limit;
+}
+
+/* Remove cache slot `i`, keeping the rest in order (oldest first). */
+static gpa_segment_t *large_cache_remove(gpa_instance_t *inst, size_t i) {
+  gpa_segment_t *seg = inst->large_cache[i];
+  inst->large_cache_bytes -= seg->mapped_size;
+  inst->large_cache_count--;
+  for (; i < inst->large_cache_count; i++) inst->large_cache[i] = inst->large_cache[i + 1];
+  inst->large_cache[inst->large_cache_count] = NULL;
+  return seg;
+}
+
+/* The cached mapping that best serves `need` bytes: the smallest that holds
+ * them, else the largest that holds at least half (it grows by moving). */
 static gpa_segment_t *large_cache_take(gpa_instance_t *inst, size_t need) {
   gpa_segment_t *found = NULL;
   instance_lock(inst);
-  for (size_t i = 0; i < GPA_LARGE_CACHE_SLOTS; i++) {
-    gpa_segment_t *seg = inst->large_cache[i];
-    if (seg != NULL && seg->mapped_size >= need && seg->mapped_size / 2 <= need) {
-      inst->large_cache[i] = NULL;
-      inst->large_cache_bytes -= seg->mapped_size;
-      found = seg;
-      break;
+  size_t best = SIZE_MAX;
+  for (size_t i = 0; i < inst->large_cache_count; i++) {
+    size_t size = inst->large_cache[i]->mapped_size;
+    if (size < need / 2) continue;
+    /* Rank: fitting mappings by excess, then short ones by shortfall. */
+    size_t rank = size >= need ? size - need : (SIZE_MAX / 2) + (need - size);
+    if (rank < best) {
+      best = rank;
+      found = inst->large_cache[i];
     }
   }
+  for (size_t i = 0; found != NULL && i < inst->large_cache_count; i++)
+    if (inst->large_cache[i] == found) large_cache_remove(inst, i);
   instance_unlock(inst);
   return found;
 }
 
-static bool large_cache_put(gpa_instance_t *inst, gpa_segment_t *seg) {
-  bool kept = false;
+static void large_unmap(gpa_instance_t *inst, gpa_segment_t *seg);
+
+/* Keep a freed mapping if the limit allows, evicting the oldest ones. */
+static void large_cache_put(gpa_instance_t *inst, gpa_segment_t *seg) {
+  gpa_segment_t *evicted[GPA_LARGE_CACHE_SLOTS + 1];
+  size_t evicted_count = 0;
   instance_lock(inst);
-  if (inst->large_cache_bytes + seg->mapped_size <= GPA_LARGE_CACHE_MAX_BYTES) {
-    for (size_t i = 0; i < GPA_LARGE_CACHE_SLOTS; i++) {
-      if (inst->large_cache[i] == NULL) {
-        inst->large_cache[i] = seg;
-        inst->large_cache_bytes += seg->mapped_size;
-        kept = true;
-        break;
-      }
-    }
+  size_t limit = large_cache_limit(inst);
+  if (seg->mapped_size > limit) {
+    evicted[evicted_count++] = seg;
+  } else {
+    if (inst->large_cache_count == GPA_LARGE_CACHE_SLOTS) evicted[evicted_count++] = large_cache_remove(inst, 0);
+    inst->large_cache[inst->large_cache_count++] = seg;
+    inst->large_cache_bytes += seg->mapped_size;
   }
+  while (inst->large_cache_bytes > limit) evicted[evicted_count++] = large_cache_remove(inst, 0);
   instance_unlock(inst);
-  return kept;
+  for (size_t i = 0; i < evicted_count; i++) large_unmap(inst, evicted[i]);
 }
 
 static void large_unmap(gpa_instance_t *inst, gpa_segment_t *seg) {
@@ -140,6 +170,44 @@ void large_overaligned_free(void *p) {
 
 /* ---- ordinary large blocks --------------------------------------------- */
 
+/* Resize a cached mapping to `need` bytes keeping its resident pages.  A
+ * much bigger one is split at the first segment boundary past `need` and its
+ * tail cached again (unmapping the tail would throw resident pages away); a
+ * smaller one grows in place or by moving its pages.  Returns the (possibly
+ * moved) mapping, or NULL after unmapping it when the kernel refuses. */
+static gpa_segment_t *large_fit(gpa_instance_t *inst, gpa_segment_t *seg, size_t need) {
+  size_t old = seg->mapped_size;
+  if (old >= need) {
+    size_t split = (need + GPA_SEGMENT_MASK) & ~GPA_SEGMENT_MASK;
+    if (old > split && old - split >= GPA_SEGMENT_SIZE) {
+      gpa_segment_t *tail = (gpa_segment_t *)((uint8_t *)seg + split);
+      tail->owner = &gpa_large_owner;
+      tail->instance = inst;
+      tail->kind = GPA_SEGMENT_LARGE;
+      tail->large_ptr = NULL;
+      tail->large_size = 0;
+      tail->mapped_size = old - split;
+      segmap_insert(tail);
+      seg->mapped_size = split;
+      large_cache_put(inst, tail);
+    }
+    return seg;
+  }
+  if (!os_remap_in_place(seg, old, need)) {
+    gpa_segment_t *moved = os_remap_aligned(seg, old, need, GPA_SEGMENT_SIZE);
+    if (moved == NULL) {
+      large_unmap(inst, seg);
+      return NULL;
+    }
+    segmap_remove(seg);
+    segmap_insert(moved);
+    seg = moved;
+  }
+  seg->mapped_size = need;
+  atomic_fetch_add_explicit(&inst->large_mapped, need - old, memory_order_relaxed);
+  return seg;
+}
+
 void *large_alloc(gpa_instance_t *inst, size_t size, size_t alignment, bool *zeroed) {
   if (size > PTRDIFF_MAX) {
     errno = ENOMEM;
@@ -152,6 +220,9 @@ void *large_alloc(gpa_instance_t *inst, size_t size, size_t alignment, bool *zer
   size_t offset = header_offset(alignment);
   size_t need = large_mapping_size(offset + size);
   gpa_segment_t *seg = large_cache_take(inst, need);
+  if (seg != NULL && (seg = large_fit(inst, seg, need)) == NULL) {
+    /* grow refused: fall through to a fresh mapping */
+  }
   *zeroed = seg == NULL;
   if (seg == NULL) {
     seg = os_reserve_aligned(need, GPA_SEGMENT_SIZE);
@@ -176,7 +247,7 @@ void large_free(gpa_segment_t *seg) {
   atomic_fetch_sub_explicit(&inst->large_count, 1, memory_order_relaxed);
   seg->large_ptr = NULL; /* a second free of this pointer is now caught */
   seg->large_size = 0;
-  if (!large_cache_put(inst, seg)) large_unmap(inst, seg);
+  large_cache_put(inst, seg);
 }
 
 size_t large_usable_size(const gpa_segment_t *seg) {
@@ -220,13 +291,9 @@ void *large_realloc(gpa_segment_t *seg, size_t size) {
 
 void large_cache_flush(gpa_instance_t *inst) {
   gpa_segment_t *taken[GPA_LARGE_CACHE_SLOTS];
+  size_t count = 0;
   instance_lock(inst);
-  for (size_t i = 0; i < GPA_LARGE_CACHE_SLOTS; i++) {
-    taken[i] = inst->large_cache[i];
-    inst->large_cache[i] = NULL;
-  }
-  inst->large_cache_bytes = 0;
+  while (inst->large_cache_count > 0) taken[count++] = large_cache_remove(inst, 0);
   instance_unlock(inst);
-  for (size_t i = 0; i < GPA_LARGE_CACHE_SLOTS; i++)
-    if (taken[i] != NULL) large_unmap(inst, taken[i]);
+  for (size_t i = 0; i < count; i++) large_unmap(inst, taken[i]);
 }

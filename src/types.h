@@ -63,10 +63,12 @@
 #define GPA_SEGMENT_CACHE_MAX 4
 
 /* Large objects: freed mappings kept for reuse, to spare mmap/munmap and
- * page faults on programs that cycle big buffers; bounded in count and bytes
- * so freed memory still leaves the process. */
-#define GPA_LARGE_CACHE_SLOTS 8
-#define GPA_LARGE_CACHE_MAX_BYTES ((size_t)32 << 20)
+ * page faults on programs that cycle big buffers.  The bytes kept follow
+ * the live large bytes (a quarter of them, see large.c), within these
+ * bounds, so memory a program frees for good still leaves the process. */
+#define GPA_LARGE_CACHE_SLOTS 16
+#define GPA_LARGE_CACHE_MIN_BYTES ((size_t)8 << 20)
+#define GPA_LARGE_CACHE_MAX_BYTES ((size_t)256 << 20)
 
 typedef struct gpa_block {
   uintptr_t next_encoded; /* next free block, XOR the slab's key */
@@ -132,7 +134,8 @@ typedef struct gpa_instance {
   gpa_heap_t *all_heaps;
   gpa_segment_t *segment_cache;    /* free small segments kept for reuse */
   size_t segment_cache_count;
-  gpa_segment_t *large_cache[GPA_LARGE_CACHE_SLOTS]; /* freed large mappings kept for reuse */
+  gpa_segment_t *large_cache[GPA_LARGE_CACHE_SLOTS]; /* freed large mappings, oldest first */
+  size_t large_cache_count;
   size_t large_cache_bytes;
   uint8_t *heap_chunk;             /* memory heaps are carved from */
   size_t heap_chunk_left;
