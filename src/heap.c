@@ -227,9 +227,11 @@ void heap_free_remote(gpa_slab_t *s, gpa_block_t *b) {
   if (slab_push_remote(s, b)) atomic_store_explicit(&owner->remote_pending, 1, memory_order_release);
 }
 
-/* Collect every remote free and retire every empty slab; with `release_all`
- * also the classes' current slabs, and purge every dirty page. */
-void heap_collect(gpa_heap_t *h, bool release_all) {
+/* Collect every remote free and retire empty slabs: all but the classes'
+ * current ones (HEAP_COLLECT_IDLE), all of them (HEAP_COLLECT_ABANDON), and
+ * then also purge every dirty page (HEAP_COLLECT_TRIM). */
+void heap_collect(gpa_heap_t *h, heap_collect_mode_t mode) {
+  bool retire_current = mode != HEAP_COLLECT_IDLE;
   heap_rescue_full(h);
   gpa_slab_t *s, *next;
   for (s = h->full.first; s != NULL; s = next) {
@@ -241,10 +243,10 @@ void heap_collect(gpa_heap_t *h, bool release_all) {
       next = s->next;
       slab_collect(s);
       slab_check(s);
-      if (s->used == 0 && (release_all || h->queues[cls].first != s)) heap_retire_slab(h, s);
+      if (s->used == 0 && (retire_current || h->queues[cls].first != s)) heap_retire_slab(h, s);
     }
   }
-  if (release_all)
+  if (mode == HEAP_COLLECT_TRIM)
     for (gpa_segment_t *seg = h->segments; seg != NULL; seg = seg->next) segment_purge(seg);
 }
 
@@ -261,10 +263,12 @@ gpa_heap_t *heap_for_thread(void) {
 }
 
 /* The thread is exiting: give back what is empty and let another thread
- * adopt the rest, so short-lived threads do not strand memory. */
+ * adopt the rest, so short-lived threads do not strand memory.  Dirty pages
+ * are left to the usual purge threshold: the next thread to adopt the heap
+ * would only fault them in again. */
 void heap_thread_exit(gpa_heap_t *h) {
   if (h == NULL || h == &gpa_empty_heap) return;
   if (gpa_tls_heap == h) gpa_tls_heap = &gpa_empty_heap;
-  heap_collect(h, true);
+  heap_collect(h, HEAP_COLLECT_ABANDON);
   instance_heap_release(h->instance, h);
 }

@@ -66,7 +66,7 @@ bool instance_trim(gpa_instance_t *inst) {
   size_t mapped_before = os_mapped_bytes();
   size_t purged_before = os_purged_bytes();
   gpa_heap_t *own = gpa_tls_heap;
-  if (own != &gpa_empty_heap && own->instance == inst) heap_collect(own, true);
+  if (own != &gpa_empty_heap && own->instance == inst) heap_collect(own, HEAP_COLLECT_TRIM);
 
   /* Take the unowned heaps out of the pool while collecting them, so no new
    * thread adopts one meanwhile. */
@@ -76,7 +76,7 @@ bool instance_trim(gpa_instance_t *inst) {
   instance_unlock(inst);
   gpa_heap_t *last = NULL;
   for (gpa_heap_t *h = pool; h != NULL; h = h->next_in_pool) {
-    heap_collect(h, true);
+    heap_collect(h, HEAP_COLLECT_TRIM);
     last = h;
   }
 

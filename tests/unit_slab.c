@@ -144,7 +144,7 @@ static void test_remote_frees_are_collected_by_owner(void **state) {
   /* The frees wait on the slab's remote list; live count unchanged. */
   assert_int_equal(s->used, used_before);
   assert_true((atomic_load(&s->thread_free) & ~SLAB_FULL_FLAG) != 0);
-  heap_collect(gpa_tls_heap, false);
+  heap_collect(gpa_tls_heap, HEAP_COLLECT_IDLE);
   assert_true(s->used < used_before);
   slab_check(s);
 }
