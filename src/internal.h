@@ -112,7 +112,7 @@ void *heap_malloc_generic(gpa_heap_t *h, size_t size);
 void *heap_malloc_class(gpa_heap_t *h, unsigned cls);
 void heap_free_slow(gpa_heap_t *h, gpa_slab_t *s);
 void heap_free_remote(gpa_slab_t *s, gpa_block_t *b);
-typedef enum { HEAP_COLLECT_IDLE, HEAP_COLLECT_ABANDON, HEAP_COLLECT_TRIM } heap_collect_mode_t;
+typedef enum { HEAP_COLLECT_IDLE, HEAP_COLLECT_TRIM } heap_collect_mode_t;
 void heap_collect(gpa_heap_t *h, heap_collect_mode_t mode);
 gpa_heap_t *heap_for_thread(void);
 void heap_init(gpa_heap_t *h, struct gpa_instance *inst);
