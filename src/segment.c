@@ -35,6 +35,7 @@ static void segment_init_small(gpa_segment_t *seg, gpa_instance_t *inst, gpa_hea
   seg->large_ptr = NULL;
   seg->large_size = 0;
   seg->dirty_pages = 0;
+  seg->aged_pages = 0;
   seg->next = seg->prev = NULL;
   /* Page 0 maps to slab 0, which never holds blocks (capacity 0), so a
    * pointer into a page without a slab is rejected by the block check. */
@@ -96,11 +97,15 @@ static int find_free_run(uint64_t free_pages, unsigned pages) {
 
 gpa_slab_t *segment_slab_alloc(gpa_segment_t *seg, unsigned cls) {
   unsigned pages = size_class_slab_pages(cls);
-  int first = find_free_run(seg->free_pages, pages);
+  /* Prefer pages still resident from an earlier slab: no page faults, and
+   * fewer dirty pages left to purge. */
+  int first = find_free_run(seg->dirty_pages, pages);
+  if (first < 0) first = find_free_run(seg->free_pages, pages);
   if (first < 0) return NULL;
   uint64_t mask = (pages == 64 ? ~(uint64_t)0 : (((uint64_t)1 << pages) - 1)) << first;
   seg->free_pages &= ~mask;
   seg->dirty_pages &= ~mask;
+  seg->aged_pages &= ~mask;
   seg->used_pages += pages;
   gpa_slab_t *s = &seg->slabs[first];
   for (unsigned i = 0; i < pages; i++) seg->page_slab[first + i] = s;
@@ -109,8 +114,14 @@ gpa_slab_t *segment_slab_alloc(gpa_segment_t *seg, unsigned cls) {
   return s;
 }
 
-/* An empty slab gives its pages back to the segment; once enough pages are
- * dirty they are handed back to the kernel. */
+static void segment_purge_pages(gpa_segment_t *seg, uint64_t which);
+
+/* An empty slab gives its pages back to the segment.  Dirty pages are
+ * purged with a delay of one generation: each time GPA_PURGE_THRESHOLD bytes
+ * of pages have become dirty, the pages that were already dirty at the
+ * previous time and have not been reused since go back to the kernel, and
+ * the newer ones age.  A page a program keeps cycling through is reused
+ * before it ages out; one it has stopped needing is returned soon. */
 void segment_slab_free(gpa_segment_t *seg, gpa_slab_t *s) {
   GPA_INVARIANT("freed-slab-is-empty", s->used == 0);
   unsigned first = (unsigned)(s - seg->slabs);
@@ -127,13 +138,23 @@ void segment_slab_free(gpa_segment_t *seg, gpa_slab_t *s) {
   seg->dirty_pages |= mask;
   seg->used_pages -= pages;
   atomic_fetch_sub_explicit(&seg->instance->slab_bytes, (size_t)pages * GPA_PAGE_SIZE, memory_order_relaxed);
-  if ((size_t)__builtin_popcountll(seg->dirty_pages) * GPA_PAGE_SIZE >= GPA_PURGE_THRESHOLD)
-    segment_purge(seg);
+  uint64_t fresh = seg->dirty_pages & ~seg->aged_pages;
+  if ((size_t)__builtin_popcountll(fresh) * GPA_PAGE_SIZE >= GPA_PURGE_THRESHOLD) {
+    segment_purge_pages(seg, seg->aged_pages & seg->dirty_pages);
+    seg->aged_pages = seg->dirty_pages;
+  }
 }
 
-/* Hand every dirty free page back to the kernel, one madvise per run. */
+/* Hand every dirty free page back to the kernel. */
 void segment_purge(gpa_segment_t *seg) {
-  uint64_t dirty = seg->dirty_pages;
+  segment_purge_pages(seg, seg->dirty_pages);
+}
+
+/* Purge the pages of `which` (free, dirty), one madvise per run. */
+static void segment_purge_pages(gpa_segment_t *seg, uint64_t which) {
+  seg->dirty_pages &= ~which;
+  seg->aged_pages &= ~which;
+  uint64_t dirty = which;
   while (dirty != 0) {
     unsigned start = (unsigned)__builtin_ctzll(dirty);
     uint64_t from_start = dirty >> start;
@@ -141,5 +162,4 @@ void segment_purge(gpa_segment_t *seg) {
     os_purge((uint8_t *)seg + (size_t)start * GPA_PAGE_SIZE, (size_t)len * GPA_PAGE_SIZE);
     dirty &= ~((len == 64 ? ~(uint64_t)0 : (((uint64_t)1 << len) - 1)) << start);
   }
-  seg->dirty_pages = 0;
 }

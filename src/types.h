@@ -54,9 +54,10 @@
  * untouched memory never becomes resident. */
 #define GPA_EXTEND_BYTES 4096
 
-/* Empty pages of a segment are handed back (madvise) once this many bytes of
- * them are dirty: frees that empty memory give it back soon, while a program
- * that frees and reallocates a slab at once does not pay a syscall each time. */
+/* Dirty free pages of a segment are handed back (madvise) a generation
+ * late: whenever this many bytes of pages have become dirty, the older
+ * dirty pages still unused go (see segment_slab_free).  Frees that empty
+ * memory give it back soon; a slab freed and reallocated costs no syscall. */
 #define GPA_PURGE_THRESHOLD ((size_t)1 << 20)
 
 /* Free segments kept per instance for reuse before they are unmapped. */
@@ -104,6 +105,7 @@ typedef struct gpa_segment {
   uint32_t used_pages;         /* pages in live slabs (small) */
   uint64_t free_pages;         /* bit i: page i holds no slab */
   uint64_t dirty_pages;        /* bit i: free page that may still be resident */
+  uint64_t aged_pages;         /* dirty pages already seen at the last purge check */
   size_t mapped_size;          /* bytes mapped from the OS */
   /* large objects only */
   uint8_t *large_ptr;          /* the pointer handed out */

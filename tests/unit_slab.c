@@ -10,6 +10,7 @@
 #include <cmocka.h>
 
 #include "internal.h"
+#include "os.h"
 #include "size_class.h"
 
 static size_t free_list_length(const gpa_slab_t *s) {
@@ -112,6 +113,35 @@ static void test_page_runs_for_multi_page_slabs(void **state) {
   segment_small_release(seg);
 }
 
+static void test_dirty_pages_are_purged_a_generation_late(void **state) {
+  (void)state;
+  gpa_heap_t *h = gpa_tls_heap;
+  gpa_segment_t *seg = segment_small_acquire(h->instance, h);
+  assert_non_null(seg);
+  enum { SLABS = 48, BATCH = GPA_PURGE_THRESHOLD / GPA_PAGE_SIZE };
+  gpa_slab_t *slabs[SLABS];
+  for (int i = 0; i < SLABS; i++) {
+    slabs[i] = segment_slab_alloc(seg, size_class_of(48));
+    assert_non_null(slabs[i]);
+    slab_extend(slabs[i]);
+  }
+  size_t purged = os_purged_bytes();
+  /* First threshold's worth: nothing was dirty before, nothing is purged. */
+  for (int i = 0; i < BATCH; i++) segment_slab_free(seg, slabs[i]);
+  assert_int_equal(os_purged_bytes(), purged);
+  assert_int_equal(__builtin_popcountll(seg->aged_pages), BATCH);
+  /* Reuse one aged page: it leaves both sets. */
+  gpa_slab_t *again = segment_slab_alloc(seg, size_class_of(48));
+  assert_int_equal(__builtin_popcountll(seg->aged_pages), BATCH - 1);
+  /* Second threshold: the first generation still unused goes back. */
+  for (int i = BATCH; i < 2 * BATCH; i++) segment_slab_free(seg, slabs[i]);
+  assert_int_equal(os_purged_bytes(), purged + (size_t)(BATCH - 1) * GPA_PAGE_SIZE);
+  assert_int_equal(__builtin_popcountll(seg->dirty_pages), BATCH);
+  segment_slab_free(seg, again);
+  for (int i = 2 * BATCH; i < SLABS; i++) segment_slab_free(seg, slabs[i]);
+  segment_small_release(seg);
+}
+
 static void test_freeing_everything_retires_slabs(void **state) {
   (void)state;
   enum { N = 20000 };
@@ -154,6 +184,7 @@ int main(void) {
     cmocka_unit_test(test_pointer_finds_its_segment_and_slab),
     cmocka_unit_test(test_slab_carves_lazily_and_accounts),
     cmocka_unit_test(test_page_runs_for_multi_page_slabs),
+    cmocka_unit_test(test_dirty_pages_are_purged_a_generation_late),
     cmocka_unit_test(test_freeing_everything_retires_slabs),
     cmocka_unit_test(test_remote_frees_are_collected_by_owner),
   };
