@@ -91,10 +91,20 @@ static void heap_retire_slab(gpa_heap_t *h, gpa_slab_t *s) {
   unsigned cls = s->class_index;
   queue_remove(&h->queues[cls], s);
   heap_update_direct(h, cls); /* no direct slot may outlive its slab */
+  unsigned pages = s->page_count;
   segment_slab_free(seg, s);
   if (seg->used_pages == 0) {
     heap_remove_segment(h, seg);
     segment_small_release(seg);
+  }
+  /* Dirty pages age by the heap's own activity, not by a clock: each
+   * GPA_PURGE_THRESHOLD bytes of slabs retired is one generation for all of
+   * its segments, so a burst of frees returns memory across the heap even
+   * if the program then goes quiet. */
+  h->retired_pages += pages;
+  if ((size_t)h->retired_pages * GPA_PAGE_SIZE >= GPA_PURGE_THRESHOLD) {
+    h->retired_pages = 0;
+    for (gpa_segment_t *each = h->segments; each != NULL; each = each->next) segment_age_dirty(each);
   }
 }
 

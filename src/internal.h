@@ -97,6 +97,7 @@ void segment_small_release(gpa_segment_t *seg);
 gpa_slab_t *segment_slab_alloc(gpa_segment_t *seg, unsigned cls);
 void segment_slab_free(gpa_segment_t *seg, gpa_slab_t *s);
 void segment_purge(gpa_segment_t *seg);
+void segment_age_dirty(gpa_segment_t *seg);
 
 /* ---- heaps ------------------------------------------------------------- */
 

@@ -116,12 +116,8 @@ gpa_slab_t *segment_slab_alloc(gpa_segment_t *seg, unsigned cls) {
 
 static void segment_purge_pages(gpa_segment_t *seg, uint64_t which);
 
-/* An empty slab gives its pages back to the segment.  Dirty pages are
- * purged with a delay of one generation: each time GPA_PURGE_THRESHOLD bytes
- * of pages have become dirty, the pages that were already dirty at the
- * previous time and have not been reused since go back to the kernel, and
- * the newer ones age.  A page a program keeps cycling through is reused
- * before it ages out; one it has stopped needing is returned soon. */
+/* An empty slab gives its pages back to the segment, dirty: they go back to
+ * the kernel when they age out (segment_age_dirty). */
 void segment_slab_free(gpa_segment_t *seg, gpa_slab_t *s) {
   GPA_INVARIANT("freed-slab-is-empty", s->used == 0);
   unsigned first = (unsigned)(s - seg->slabs);
@@ -138,11 +134,15 @@ void segment_slab_free(gpa_segment_t *seg, gpa_slab_t *s) {
   seg->dirty_pages |= mask;
   seg->used_pages -= pages;
   atomic_fetch_sub_explicit(&seg->instance->slab_bytes, (size_t)pages * GPA_PAGE_SIZE, memory_order_relaxed);
-  uint64_t fresh = seg->dirty_pages & ~seg->aged_pages;
-  if ((size_t)__builtin_popcountll(fresh) * GPA_PAGE_SIZE >= GPA_PURGE_THRESHOLD) {
-    segment_purge_pages(seg, seg->aged_pages & seg->dirty_pages);
-    seg->aged_pages = seg->dirty_pages;
-  }
+}
+
+/* One generation of dirty-page aging: pages that were dirty at the previous
+ * call and have not been reused since go back to the kernel; the rest age.
+ * A page a program keeps cycling through is reused before it ages out; one
+ * it has stopped needing is returned after one more generation. */
+void segment_age_dirty(gpa_segment_t *seg) {
+  segment_purge_pages(seg, seg->aged_pages & seg->dirty_pages);
+  seg->aged_pages = seg->dirty_pages;
 }
 
 /* Hand every dirty free page back to the kernel. */

@@ -54,11 +54,11 @@
  * untouched memory never becomes resident. */
 #define GPA_EXTEND_BYTES 4096
 
-/* Dirty free pages of a segment are handed back (madvise) a generation
- * late: whenever this many bytes of pages have become dirty, the older
- * dirty pages still unused go (see segment_slab_free).  Frees that empty
- * memory give it back soon; a slab freed and reallocated costs no syscall. */
-#define GPA_PURGE_THRESHOLD ((size_t)1 << 20)
+/* Dirty free pages are handed back (madvise) a generation late: whenever a
+ * heap has retired this many bytes of slabs, its older dirty pages still
+ * unused go (see heap_retire_slab).  Frees that empty memory give it back
+ * soon; a slab freed and reallocated costs no syscall. */
+#define GPA_PURGE_THRESHOLD ((size_t)2 << 20)
 
 /* Free segments kept per instance for reuse before they are unmapped. */
 #define GPA_SEGMENT_CACHE_MAX 4
@@ -126,6 +126,7 @@ typedef struct gpa_heap {
   _Atomic(int) remote_pending;              /* a full slab got a remote free */
   struct gpa_instance *instance;
   gpa_segment_t *segments;                  /* small segments this heap owns */
+  uint32_t retired_pages;                   /* slab pages retired since dirty pages last aged */
   struct gpa_heap *next_in_pool;            /* instance's pool of unowned heaps */
   struct gpa_heap *next_all;                /* every heap of the instance */
 } gpa_heap_t;

@@ -118,7 +118,7 @@ static void test_dirty_pages_are_purged_a_generation_late(void **state) {
   gpa_heap_t *h = gpa_tls_heap;
   gpa_segment_t *seg = segment_small_acquire(h->instance, h);
   assert_non_null(seg);
-  enum { SLABS = 48, BATCH = GPA_PURGE_THRESHOLD / GPA_PAGE_SIZE };
+  enum { SLABS = 32, HALF = SLABS / 2 };
   gpa_slab_t *slabs[SLABS];
   for (int i = 0; i < SLABS; i++) {
     slabs[i] = segment_slab_alloc(seg, size_class_of(48));
@@ -126,20 +126,39 @@ static void test_dirty_pages_are_purged_a_generation_late(void **state) {
     slab_extend(slabs[i]);
   }
   size_t purged = os_purged_bytes();
-  /* First threshold's worth: nothing was dirty before, nothing is purged. */
-  for (int i = 0; i < BATCH; i++) segment_slab_free(seg, slabs[i]);
+  for (int i = 0; i < HALF; i++) segment_slab_free(seg, slabs[i]);
+  /* First generation: nothing was dirty before, nothing is purged. */
+  segment_age_dirty(seg);
   assert_int_equal(os_purged_bytes(), purged);
-  assert_int_equal(__builtin_popcountll(seg->aged_pages), BATCH);
-  /* Reuse one aged page: it leaves both sets. */
+  assert_int_equal(__builtin_popcountll(seg->aged_pages), HALF);
+  /* A reused aged page leaves both sets; new slabs take resident pages. */
   gpa_slab_t *again = segment_slab_alloc(seg, size_class_of(48));
-  assert_int_equal(__builtin_popcountll(seg->aged_pages), BATCH - 1);
-  /* Second threshold: the first generation still unused goes back. */
-  for (int i = BATCH; i < 2 * BATCH; i++) segment_slab_free(seg, slabs[i]);
-  assert_int_equal(os_purged_bytes(), purged + (size_t)(BATCH - 1) * GPA_PAGE_SIZE);
-  assert_int_equal(__builtin_popcountll(seg->dirty_pages), BATCH);
+  assert_ptr_equal(again, slabs[0]);
+  assert_int_equal(__builtin_popcountll(seg->aged_pages), HALF - 1);
+  for (int i = HALF; i < SLABS; i++) segment_slab_free(seg, slabs[i]);
+  /* Second generation: the first one, still unused, goes back. */
+  segment_age_dirty(seg);
+  assert_int_equal(os_purged_bytes(), purged + (size_t)(HALF - 1) * GPA_PAGE_SIZE);
+  assert_int_equal(__builtin_popcountll(seg->dirty_pages), HALF);
+  assert_int_equal(seg->aged_pages, seg->dirty_pages);
   segment_slab_free(seg, again);
-  for (int i = 2 * BATCH; i < SLABS; i++) segment_slab_free(seg, slabs[i]);
   segment_small_release(seg);
+}
+
+static void test_retirements_age_the_heap(void **state) {
+  (void)state;
+  /* A burst of frees, then quiet: most of the memory must be purged by the
+   * retirements themselves. */
+  enum { N = 64 * 1024 };
+  void **blocks = malloc(N * sizeof *blocks);
+  for (int i = 0; i < N; i++) blocks[i] = malloc(256);
+  size_t purged = os_purged_bytes(), mapped = os_mapped_bytes();
+  for (int i = 0; i < N; i++) free(blocks[i]);
+  free(blocks);
+  /* 16 MiB freed: all but the last generation or two went back, purged or
+   * unmapped with their segments. */
+  size_t released = (os_purged_bytes() - purged) + (mapped > os_mapped_bytes() ? mapped - os_mapped_bytes() : 0);
+  assert_true(released >= (size_t)N * 256 - 3 * GPA_PURGE_THRESHOLD);
 }
 
 static void test_freeing_everything_retires_slabs(void **state) {
@@ -185,6 +204,7 @@ int main(void) {
     cmocka_unit_test(test_slab_carves_lazily_and_accounts),
     cmocka_unit_test(test_page_runs_for_multi_page_slabs),
     cmocka_unit_test(test_dirty_pages_are_purged_a_generation_late),
+    cmocka_unit_test(test_retirements_age_the_heap),
     cmocka_unit_test(test_freeing_everything_retires_slabs),
     cmocka_unit_test(test_remote_frees_are_collected_by_owner),
   };
