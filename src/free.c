@@ -4,7 +4,16 @@
  */
 #include "internal.h"
 
-/* The block of `p`, or a report and abort if `p` is not a live block. */
+/* The owner's free: push onto the slab's list; the slab's last live block
+ * or a parked slab takes the slow path. */
+static inline void free_to_own_slab(gpa_heap_t *h, gpa_slab_t *s, gpa_block_t *b) {
+  b->next_encoded = block_encode(s, s->free);
+  s->free = b;
+  if (GPA_UNLIKELY(--s->used == 0 || s->in_full)) heap_free_slow(h, s);
+}
+
+/* Every free the fast path did not finish: large blocks, other threads'
+ * blocks, and misuse (reported, then abort). */
 static GPA_NOINLINE void free_generic(gpa_segment_t *seg, void *p) {
   if (seg->kind == GPA_SEGMENT_LARGE) {
     if (GPA_UNLIKELY(p != seg->large_ptr)) {
@@ -20,10 +29,7 @@ static GPA_NOINLINE void free_generic(gpa_segment_t *seg, void *p) {
   if (seg->owner == gpa_tls_heap) {
     /* Our own block that failed a fast-path test: a double free? */
     if (slab_find_free_block(s, p)) report_double_free("free", p, s->block_size);
-    gpa_block_t *b = p;
-    b->next_encoded = block_encode(s, s->free);
-    s->free = b;
-    if (--s->used == 0 || s->in_full) heap_free_slow(gpa_tls_heap, s);
+    free_to_own_slab(gpa_tls_heap, s, p);
     return;
   }
   /* Another thread's block.  A live block's link word is cleared when it is
@@ -52,9 +58,7 @@ void gpa_core_free(void *p) {
     gpa_slab_t *s = slab_of(seg, p);
     gpa_block_t *b = p;
     if (GPA_LIKELY(slab_is_block_start(s, p) && !slab_block_looks_free(s, b))) {
-      b->next_encoded = block_encode(s, s->free);
-      s->free = b;
-      if (GPA_UNLIKELY(--s->used == 0 || s->in_full)) heap_free_slow(h, s);
+      free_to_own_slab(h, s, b);
       return;
     }
   }
