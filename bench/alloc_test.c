@@ -49,7 +49,6 @@
 #define BASE_STEPS 4000000.0
 #define WINDOW 8192
 #define MAX_THREADS 256
-#define K_OFF 0x9e3779b97f4a7c15ULL
 
 struct block {
     unsigned char *p;
@@ -69,28 +68,9 @@ struct worker {
 static pthread_barrier_t start_barrier;
 static int use_barrier;
 
-static inline uint64_t mix64(uint64_t x)
-{
-    x += 0x9e3779b97f4a7c15ULL;
-    x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
-    x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
-    return x ^ (x >> 31);
-}
-
-/* xorshift64*, one stream per thread. */
-static inline uint64_t rnd(uint64_t *s)
-{
-    uint64_t x = *s;
-    x ^= x >> 12;
-    x ^= x << 25;
-    x ^= x >> 27;
-    *s = x;
-    return x * 0x2545f4914f6cdd1dULL;
-}
-
 static inline uint64_t below(uint64_t *s, uint64_t n)
 {
-    return (rnd(s) >> 11) % n;
+    return (xorshift64s(s) >> 11) % n;
 }
 
 static size_t pick_size(uint64_t *s)
@@ -105,41 +85,12 @@ static size_t pick_size(uint64_t *s)
     return 8193 + below(s, 57344);     /* 8193..65536 */
 }
 
-static inline void put_word(unsigned char *p, size_t off, uint64_t v)
-{
-    memcpy(p + off, &v, sizeof v);
-}
-
-static inline uint64_t get_word(const unsigned char *p, size_t off)
-{
-    uint64_t v;
-    memcpy(&v, p + off, sizeof v);
-    return v;
-}
-
-static inline uint64_t pattern(uint64_t tag, size_t size, size_t off)
-{
-    return tag ^ (off * K_OFF) ^ ((uint64_t)size << 40);
-}
-
-/* The tail word; for a block under 16 bytes it is the only word. */
-static inline size_t tail_off(size_t size)
-{
-    return size >= 16 ? size - 8 : 0;
-}
-
-/* Blocks of 9..15 bytes: the bytes after the single word, one by one. */
-static inline unsigned char odd_byte(uint64_t tag, size_t i)
-{
-    return (unsigned char)((tag >> ((i & 7) * 8)) ^ (i * 37));
-}
-
 static void fill(const struct block *b)
 {
     for (size_t off = 0; off + 16 <= b->size; off += 64)
-        put_word(b->p, off, pattern(b->tag, b->size, off));
+        put_word(b->p, off, word_pattern(b->tag, b->size, off));
     put_word(b->p, tail_off(b->size),
-             ~pattern(b->tag, b->size, tail_off(b->size)));
+             ~word_pattern(b->tag, b->size, tail_off(b->size)));
     for (size_t i = 8; i < b->size && b->size < 16; i++)
         b->p[i] = odd_byte(b->tag, i);
 }
@@ -158,14 +109,14 @@ static void check_and_free(struct worker *w, const struct block *b)
     uint64_t sum = 0;
     for (size_t off = 0; off + 16 <= b->size; off += 64) {
         uint64_t got = get_word(b->p, off);
-        uint64_t want = pattern(b->tag, b->size, off);
+        uint64_t want = word_pattern(b->tag, b->size, off);
         if (got != want)
             bad_word(w, b, off, got, want);
         sum += got;
     }
     size_t t = tail_off(b->size);
     uint64_t got = get_word(b->p, t);
-    uint64_t want = ~pattern(b->tag, b->size, t);
+    uint64_t want = ~word_pattern(b->tag, b->size, t);
     if (got != want)
         bad_word(w, b, t, got, want);
     sum += got >> 1;
@@ -196,7 +147,7 @@ static void *worker_main(void *arg)
         if (below(&w->rng, WINDOW) >= n) {
             struct block *b = &live[n];
             b->size = pick_size(&w->rng);
-            b->tag = rnd(&w->rng);
+            b->tag = xorshift64s(&w->rng);
             b->p = malloc(b->size);
             if (b->p == NULL) {
                 fprintf(stderr, "alloc_test: thread %u: malloc(%zu) failed: "
@@ -306,8 +257,7 @@ int main(int argc, char **argv)
         return 1;
     }
 
-    double ns = (double)(t1.tv_sec - t0.tv_sec) * 1e9 +
-                (double)(t1.tv_nsec - t0.tv_nsec);
+    double ns = elapsed_ns(&t0, &t1);
     printf("alloc_test threads=%ld steps=%" PRIu64 " mallocs=%" PRIu64
            " frees=%" PRIu64 " bytes=%" PRIu64 " checksum=%#018" PRIx64 "\n",
            threads, steps * (uint64_t)threads, mallocs, frees, bytes,

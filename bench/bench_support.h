@@ -2,9 +2,13 @@
 #ifndef GPA_BENCH_SUPPORT_H
 #define GPA_BENCH_SUPPORT_H
 
+#include <errno.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+#include <unistd.h>
 
 /*
  * Peak resident set of this process image, from /proc/self/status.  The
@@ -26,6 +30,101 @@ static inline long peak_rss_kib(void)
     }
     fclose(f);
     return kib;
+}
+
+/*
+ * splitmix64 finalizer: a strong 64-bit mix, used for per-thread seeds and
+ * to fold per-thread checksums into the stdout line.
+ */
+static inline uint64_t mix64(uint64_t x)
+{
+    x += 0x9e3779b97f4a7c15ULL;
+    x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
+    return x ^ (x >> 31);
+}
+
+/* xorshift64*: one stream per state word (the state must not be 0). */
+static inline uint64_t xorshift64s(uint64_t *s)
+{
+    uint64_t x = *s;
+    x ^= x >> 12;
+    x ^= x << 25;
+    x ^= x >> 27;
+    *s = x;
+    return x * 0x2545f4914f6cdd1dULL;
+}
+
+/* A different stream: the state is replaced by mix64 of itself. */
+static inline uint64_t splitmix_next(uint64_t *s)
+{
+    *s = mix64(*s);
+    return *s;
+}
+
+/* Unaligned 8-byte stores and loads inside a block. */
+static inline void put_word(unsigned char *p, size_t off, uint64_t v)
+{
+    memcpy(p + off, &v, sizeof v);
+}
+
+static inline uint64_t get_word(const unsigned char *p, size_t off)
+{
+    uint64_t v;
+    memcpy(&v, p + off, sizeof v);
+    return v;
+}
+
+/*
+ * Fill pattern of alloc_test, churn and larson: the word expected at byte
+ * offset off of a block of the given tag and size (the tail word holds its
+ * complement).
+ */
+static inline uint64_t word_pattern(uint64_t tag, size_t size, size_t off)
+{
+    return tag ^ (off * 0x9e3779b97f4a7c15ULL) ^ ((uint64_t)size << 40);
+}
+
+/* The tail word; for a block under 16 bytes it is the only word. */
+static inline size_t tail_off(size_t size)
+{
+    return size >= 16 ? size - 8 : 0;
+}
+
+/* Pattern bytes past the first word of a block of 9..15 bytes. */
+static inline unsigned char odd_byte(uint64_t tag, size_t i)
+{
+    return (unsigned char)((tag >> ((i & 7) * 8)) ^ (i * 37));
+}
+
+/* After a diagnostic on stderr: exit 1 at once, without atexit handlers. */
+static inline void bench_die(void)
+{
+    fflush(stderr);
+    _exit(1);
+}
+
+/*
+ * A decimal argument in [min, max]; anything else calls usage(), which
+ * does not return.
+ */
+static inline long parse_long(const char *s, long min, long max,
+                              void (*usage)(void))
+{
+    char *end;
+    errno = 0;
+    long v = strtol(s, &end, 10);
+    if (errno || *end != '\0' || v < min || v > max)
+        usage();
+    return v;
+}
+
+/* Nanoseconds from t0 to t1 (CLOCK_MONOTONIC readings). */
+static inline double elapsed_ns(const struct timespec *t0,
+                                const struct timespec *t1)
+{
+    return (double)(t1->tv_sec - t0->tv_sec) * 1e9 +
+           (double)(t1->tv_nsec - t0->tv_nsec);
 }
 
 #endif /* GPA_BENCH_SUPPORT_H */

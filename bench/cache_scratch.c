@@ -63,15 +63,6 @@ struct worker {
 
 static pthread_barrier_t start_barrier;
 
-/* splitmix64 finaliser: seeds and checksum folding. */
-static inline uint64_t mix64(uint64_t x)
-{
-    x += 0x9e3779b97f4a7c15ULL;
-    x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
-    x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
-    return x ^ (x >> 31);
-}
-
 /* The pattern the main thread writes into worker id's handed-over object. */
 static inline unsigned char given_byte(unsigned id, size_t k)
 {
@@ -144,16 +135,6 @@ static void usage(void)
     exit(2);
 }
 
-static long parse_pos(const char *s, long max)
-{
-    char *end;
-    errno = 0;
-    long v = strtol(s, &end, 10);
-    if (errno || *end != '\0' || v < 1 || v > max)
-        usage();
-    return v;
-}
-
 int main(int argc, char **argv)
 {
     long threads = 2, iterations = 1000, reps = 100000, size = 8;
@@ -161,13 +142,13 @@ int main(int argc, char **argv)
     if (argc > 5)
         usage();
     if (argc > 1)
-        threads = parse_pos(argv[1], MAX_THREADS);
+        threads = parse_long(argv[1], 1, MAX_THREADS, usage);
     if (argc > 2)
-        iterations = parse_pos(argv[2], 1L << 40);
+        iterations = parse_long(argv[2], 1, 1L << 40, usage);
     if (argc > 3)
-        reps = parse_pos(argv[3], 1L << 40);
+        reps = parse_long(argv[3], 1, 1L << 40, usage);
     if (argc > 4)
-        size = parse_pos(argv[4], MAX_SIZE);
+        size = parse_long(argv[4], 1, MAX_SIZE, usage);
 
     static struct worker workers[MAX_THREADS];
 
@@ -221,8 +202,7 @@ int main(int argc, char **argv)
     if (failed)
         return 1;
 
-    double ns = (double)(t1.tv_sec - t0.tv_sec) * 1e9 +
-                (double)(t1.tv_nsec - t0.tv_nsec);
+    double ns = elapsed_ns(&t0, &t1);
     printf("cache_scratch threads=%ld iterations=%ld repetitions=%ld size=%ld "
            "writes=%" PRIu64 " checksum=%#018" PRIx64 "\n", threads,
            iterations, reps, size, writes, checksum);

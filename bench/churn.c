@@ -64,7 +64,6 @@
 
 #include "bench_support.h"
 
-#define K_OFF 0x9e3779b97f4a7c15ULL
 
 /* Steps at scale 1 (about one second each under glibc). */
 #define CFRAC_STEPS 5000000.0
@@ -78,59 +77,18 @@ struct obj {
 
 static uint64_t n_malloc, n_realloc, n_free, n_bytes, checksum;
 
-static inline uint64_t mix64(uint64_t x)
-{
-    x += 0x9e3779b97f4a7c15ULL;
-    x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
-    x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
-    return x ^ (x >> 31);
-}
-
 /* xorshift64*: the workload's random stream. */
 static uint64_t rng_state = 0x243f6a8885a308d3ULL;
 
 static inline uint64_t rnd(void)
 {
-    uint64_t x = rng_state;
-    x ^= x >> 12;
-    x ^= x << 25;
-    x ^= x >> 27;
-    rng_state = x;
-    return x * 0x2545f4914f6cdd1dULL;
+    return xorshift64s(&rng_state);
 }
 
 /* Uniform in 0..n-1 (n small; the modulo bias is irrelevant here). */
 static inline uint64_t below(uint64_t n)
 {
     return (rnd() >> 11) % n;
-}
-
-static inline void put_word(unsigned char *p, size_t off, uint64_t v)
-{
-    memcpy(p + off, &v, sizeof v);
-}
-
-static inline uint64_t get_word(const unsigned char *p, size_t off)
-{
-    uint64_t v;
-    memcpy(&v, p + off, sizeof v);
-    return v;
-}
-
-static inline uint64_t pattern(uint64_t tag, size_t size, size_t off)
-{
-    return tag ^ (off * K_OFF) ^ ((uint64_t)size << 40);
-}
-
-static inline size_t tail_off(size_t size)
-{
-    return size >= 16 ? size - 8 : 0;
-}
-
-/* Blocks of 9..15 bytes: the bytes after the single word, one by one. */
-static inline unsigned char odd_byte(uint64_t tag, size_t i)
-{
-    return (unsigned char)((tag >> ((i & 7) * 8)) ^ (i * 37));
 }
 
 static void fail(const char *what, const struct obj *o, size_t off,
@@ -146,9 +104,9 @@ static void fill(const struct obj *o)
 {
     size_t off;
     for (off = 0; off + 16 <= o->size; off += 64)
-        put_word(o->p, off, pattern(o->tag, o->size, off));
+        put_word(o->p, off, word_pattern(o->tag, o->size, off));
     put_word(o->p, tail_off(o->size),
-             ~pattern(o->tag, o->size, tail_off(o->size)));
+             ~word_pattern(o->tag, o->size, tail_off(o->size)));
     for (size_t i = 8; i < o->size && o->size < 16; i++)
         o->p[i] = odd_byte(o->tag, i);
 }
@@ -163,14 +121,14 @@ static void check(const struct obj *o, size_t limit, const char *what)
     uint64_t sum = 0;
     for (off = 0; off + 16 <= o->size && off + 8 <= limit; off += 64) {
         uint64_t got = get_word(o->p, off);
-        uint64_t want = pattern(o->tag, o->size, off);
+        uint64_t want = word_pattern(o->tag, o->size, off);
         if (got != want)
             fail(what, o, off, got, want);
         sum += got;
     }
     if (t + 8 <= limit) {
         uint64_t got = get_word(o->p, t);
-        uint64_t want = ~pattern(o->tag, o->size, t);
+        uint64_t want = ~word_pattern(o->tag, o->size, t);
         if (got != want)
             fail(what, o, t, got, want);
         sum += got >> 1;
@@ -190,8 +148,8 @@ static void check(const struct obj *o, size_t limit, const char *what)
 static uint64_t read_head(const struct obj *o)
 {
     uint64_t got = get_word(o->p, 0);
-    uint64_t want = o->size >= 16 ? pattern(o->tag, o->size, 0)
-                                  : ~pattern(o->tag, o->size, 0);
+    uint64_t want = o->size >= 16 ? word_pattern(o->tag, o->size, 0)
+                                  : ~word_pattern(o->tag, o->size, 0);
     if (got != want)
         fail("operand", o, 0, got, want);
     return got;
@@ -423,8 +381,7 @@ int main(int argc, char **argv)
         return 1;
     }
 
-    double ns = (double)(t1.tv_sec - t0.tv_sec) * 1e9 +
-                (double)(t1.tv_nsec - t0.tv_nsec);
+    double ns = elapsed_ns(&t0, &t1);
     uint64_t calls = n_malloc + n_realloc + n_free;
     printf("churn mode=%s steps=%" PRIu64 " mallocs=%" PRIu64
            " reallocs=%" PRIu64 " frees=%" PRIu64 " bytes=%" PRIu64

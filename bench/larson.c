@@ -57,7 +57,6 @@
 #define MIN_SIZE 16
 #define MAX_SIZE 1024
 #define MAX_THREADS 256
-#define K_OFF 0x9e3779b97f4a7c15ULL
 
 struct lineage {
     unsigned id;
@@ -76,47 +75,11 @@ static pthread_cond_t done_cond = PTHREAD_COND_INITIALIZER;
 static unsigned lineages_done;
 static pthread_attr_t detached;
 
-static inline uint64_t mix64(uint64_t x)
-{
-    x += 0x9e3779b97f4a7c15ULL;
-    x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
-    x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
-    return x ^ (x >> 31);
-}
-
-/* xorshift64*: one stream per lineage, carried from thread to thread. */
-static inline uint64_t rnd(uint64_t *s)
-{
-    uint64_t x = *s;
-    x ^= x >> 12;
-    x ^= x << 25;
-    x ^= x >> 27;
-    *s = x;
-    return x * 0x2545f4914f6cdd1dULL;
-}
-
-static inline void put_word(unsigned char *p, size_t off, uint64_t v)
-{
-    memcpy(p + off, &v, sizeof v);
-}
-
-static inline uint64_t get_word(const unsigned char *p, size_t off)
-{
-    uint64_t v;
-    memcpy(&v, p + off, sizeof v);
-    return v;
-}
-
-static inline uint64_t pattern(uint64_t tag, size_t size, size_t off)
-{
-    return tag ^ (off * K_OFF) ^ ((uint64_t)size << 40);
-}
-
 /* Sizes are at least 16, so head and tail words never overlap. */
 static void fill(unsigned char *p, size_t size, uint64_t tag)
 {
-    put_word(p, 0, pattern(tag, size, 0));
-    put_word(p, size - 8, ~pattern(tag, size, size - 8));
+    put_word(p, 0, word_pattern(tag, size, 0));
+    put_word(p, size - 8, ~word_pattern(tag, size, size - 8));
 }
 
 static void check_and_free(struct lineage *l, unsigned i, const char *who)
@@ -126,15 +89,15 @@ static void check_and_free(struct lineage *l, unsigned i, const char *who)
     uint64_t tag = l->tag[i], sum = 0;
 
     uint64_t head = get_word(p, 0);
-    if (head != pattern(tag, size, 0)) {
+    if (head != word_pattern(tag, size, 0)) {
         fprintf(stderr, "larson: %s: lineage %u slot %u block %p (%zu "
                 "bytes): head word is %#" PRIx64 ", want %#" PRIx64 "\n",
-                who, l->id, i, (void *)p, size, head, pattern(tag, size, 0));
+                who, l->id, i, (void *)p, size, head, word_pattern(tag, size, 0));
         _exit(1);
     }
     sum += head;
     uint64_t got = get_word(p, size - 8);
-    uint64_t want = ~pattern(tag, size, size - 8);
+    uint64_t want = ~word_pattern(tag, size, size - 8);
     if (got != want) {
         fprintf(stderr, "larson: %s: lineage %u slot %u block %p (%zu "
                 "bytes): tail word is %#" PRIx64 ", want %#" PRIx64 "\n",
@@ -150,7 +113,7 @@ static void check_and_free(struct lineage *l, unsigned i, const char *who)
 
 static void new_block(struct lineage *l, unsigned i)
 {
-    uint64_t r = rnd(&l->rng);
+    uint64_t r = xorshift64s(&l->rng);
     size_t size = MIN_SIZE + (size_t)((r >> 11) % (MAX_SIZE - MIN_SIZE + 1));
     unsigned char *p = malloc(size);
     if (p == NULL) {
@@ -174,7 +137,7 @@ static void *worker_main(void *arg)
     l->generations++;
     for (uint64_t r = 0; r < n; r++) {
         for (unsigned k = 0; k < SLOTS; k++) {
-            unsigned i = (unsigned)((rnd(&l->rng) >> 11) % SLOTS);
+            unsigned i = (unsigned)((xorshift64s(&l->rng) >> 11) % SLOTS);
             check_and_free(l, i, "before free");
             new_block(l, i);
         }
@@ -205,16 +168,6 @@ static void usage(void)
     exit(2);
 }
 
-static long parse_pos(const char *s, long max)
-{
-    char *end;
-    errno = 0;
-    long v = strtol(s, &end, 10);
-    if (errno || *end != '\0' || v < 1 || v > max)
-        usage();
-    return v;
-}
-
 int main(int argc, char **argv)
 {
     long rounds = 2000, threads = 2, handoff = 10;
@@ -222,11 +175,11 @@ int main(int argc, char **argv)
     if (argc > 4)
         usage();
     if (argc > 1)
-        rounds = parse_pos(argv[1], 1L << 32);
+        rounds = parse_long(argv[1], 1, 1L << 32, usage);
     if (argc > 2)
-        threads = parse_pos(argv[2], MAX_THREADS);
+        threads = parse_long(argv[2], 1, MAX_THREADS, usage);
     if (argc > 3)
-        handoff = parse_pos(argv[3], 1L << 30);
+        handoff = parse_long(argv[3], 1, 1L << 30, usage);
 
     if (pthread_attr_init(&detached) != 0 ||
         pthread_attr_setdetachstate(&detached, PTHREAD_CREATE_DETACHED) != 0) {
@@ -292,8 +245,7 @@ int main(int argc, char **argv)
         return 1;
     }
 
-    double ns = (double)(t1.tv_sec - t0.tv_sec) * 1e9 +
-                (double)(t1.tv_nsec - t0.tv_nsec);
+    double ns = elapsed_ns(&t0, &t1);
     printf("larson threads=%ld rounds=%ld handoff=%ld threads_created=%"
            PRIu64 " mallocs=%" PRIu64 " frees=%" PRIu64 " bytes=%" PRIu64
            " checksum=%#018" PRIx64 "\n", threads, rounds, handoff, created,

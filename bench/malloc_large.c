@@ -55,19 +55,9 @@ struct slot {
 
 static uint64_t rng_state = 0x6d616c6c6f632d6cULL;
 
-/* splitmix64 */
-static inline uint64_t mix64(uint64_t x)
-{
-    x += 0x9e3779b97f4a7c15ULL;
-    x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
-    x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
-    return x ^ (x >> 31);
-}
-
 static inline uint64_t next_rand(void)
 {
-    rng_state = mix64(rng_state);
-    return rng_state;
+    return splitmix_next(&rng_state);
 }
 
 /* The byte stored at offset off of a block with the given tag. */
@@ -190,8 +180,7 @@ int main(int argc, char **argv)
     clock_gettime(CLOCK_MONOTONIC, &t1);
     free(slots);
 
-    double ns = (double)(t1.tv_sec - t0.tv_sec) * 1e9 +
-                (double)(t1.tv_nsec - t0.tv_nsec);
+    double ns = elapsed_ns(&t0, &t1);
     printf("malloc_large iters=%ld slots=%ld mallocs=%" PRIu64
            " mib=%" PRIu64 " checksum=%#018" PRIx64 "\n",
            iters, nslots, mallocs, bytes >> 20, checksum);

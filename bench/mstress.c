@@ -84,31 +84,6 @@ struct worker {
 static unsigned char *local_blocks[MAX_THREADS][LOCAL_SLOTS];
 static unsigned char *transfer[TRANSFER_SLOTS];
 
-static inline uint64_t mix64(uint64_t x)
-{
-    x += 0x9e3779b97f4a7c15ULL;
-    x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
-    x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
-    return x ^ (x >> 31);
-}
-
-/* xorshift64*: each thread's generator. */
-static inline uint64_t next_rand(uint64_t *s)
-{
-    uint64_t x = *s;
-    x ^= x >> 12;
-    x ^= x << 25;
-    x ^= x >> 27;
-    *s = x;
-    return x * 0x2545f4914f6cdd1dULL;
-}
-
-static void die(void)
-{
-    fflush(stderr);
-    _exit(1);
-}
-
 static inline uint64_t trailer_of(uint64_t header)
 {
     uint64_t x = ~header;
@@ -142,7 +117,7 @@ static unsigned char *make_block(struct worker *w, uint64_t r)
     if (b == NULL) {
         fprintf(stderr, "mstress: thread %u round %u: malloc(%zu) failed: "
                 "%s\n", w->id, w->round, sz, strerror(errno));
-        die();
+        bench_die();
     }
     uint64_t header = (mix64(r) << SIZE_BITS) | sz;
     uint64_t trailer = trailer_of(header);
@@ -168,14 +143,14 @@ static void release(unsigned char *b, const char *who, unsigned id,
     if (sz < 16 || sz > (1 << 20)) {
         fprintf(stderr, "mstress: %s %u: block %p has a bad header %#"
                 PRIx64 "\n", who, id, (void *)b, header);
-        die();
+        bench_die();
     }
     memcpy(&trailer, b + sz - 8, 8);
     if (trailer != trailer_of(header)) {
         fprintf(stderr, "mstress: %s %u: block %p (%zu bytes): trailer %#"
                 PRIx64 " want %#" PRIx64 "\n", who, id, (void *)b, sz,
                 trailer, trailer_of(header));
-        die();
+        bench_die();
     }
     for (size_t pg = 1; pg * PAGE + 16 <= sz - 8; pg++) {
         uint64_t v;
@@ -184,7 +159,7 @@ static void release(unsigned char *b, const char *who, unsigned id,
             fprintf(stderr, "mstress: %s %u: block %p (%zu bytes): page %zu "
                     "word %#" PRIx64 " want %#" PRIx64 "\n", who, id,
                     (void *)b, sz, pg, v, page_word(header, pg));
-            die();
+            bench_die();
         }
     }
     *frees += 1;
@@ -199,12 +174,12 @@ static void *worker_main(void *arg)
     uint64_t rng = mix64(((uint64_t)w->round << 32) ^ w->id ^ 0x57e55ULL) | 1;
 
     for (uint64_t i = 0; i < w->ops; i++) {
-        uint64_t r = next_rand(&rng);
+        uint64_t r = xorshift64s(&rng);
         unsigned kind = (unsigned)(r & 3);
         unsigned slot = (unsigned)(r >> 2) & (LOCAL_SLOTS - 1);
         if (kind < 2) {
             unsigned char *old = local[slot];
-            local[slot] = make_block(w, next_rand(&rng));
+            local[slot] = make_block(w, xorshift64s(&rng));
             if (old != NULL)
                 release(old, "thread", w->id, &w->frees, &w->free_sum);
         } else if (kind == 2) {
@@ -222,7 +197,7 @@ static void *worker_main(void *arg)
 
     /* Leave about a quarter of the local blocks to the next round. */
     for (unsigned s = 0; s < LOCAL_SLOTS; s++) {
-        uint64_t r = next_rand(&rng);
+        uint64_t r = xorshift64s(&rng);
         if ((r & 3) != 0 && local[s] != NULL) {
             release(local[s], "thread", w->id, &w->frees, &w->free_sum);
             local[s] = NULL;
@@ -237,16 +212,6 @@ static void usage(void)
     exit(2);
 }
 
-static long parse_pos(const char *s, long max)
-{
-    char *end;
-    errno = 0;
-    long v = strtol(s, &end, 10);
-    if (errno || *end != '\0' || v < 1 || v > max)
-        usage();
-    return v;
-}
-
 int main(int argc, char **argv)
 {
     long threads = 4, rounds = 20, ops = 400000;
@@ -254,11 +219,11 @@ int main(int argc, char **argv)
     if (argc > 4)
         usage();
     if (argc > 1)
-        threads = parse_pos(argv[1], MAX_THREADS);
+        threads = parse_long(argv[1], 1, MAX_THREADS, usage);
     if (argc > 2)
-        rounds = parse_pos(argv[2], 1L << 30);
+        rounds = parse_long(argv[2], 1, 1L << 30, usage);
     if (argc > 3)
-        ops = parse_pos(argv[3], 1L << 40);
+        ops = parse_long(argv[3], 1, 1L << 40, usage);
 
     static struct worker workers[MAX_THREADS];
     uint64_t allocs = 0, bytes = 0, alloc_sum = 0, frees = 0, free_sum = 0;
@@ -318,8 +283,7 @@ int main(int argc, char **argv)
         return 1;
     }
 
-    double ns = (double)(t1.tv_sec - t0.tv_sec) * 1e9 +
-                (double)(t1.tv_nsec - t0.tv_nsec);
+    double ns = elapsed_ns(&t0, &t1);
     printf("mstress threads=%ld rounds=%ld ops=%" PRIu64 " allocs=%" PRIu64
            " bytes=%" PRIu64 " checksum=%#018" PRIx64 "\n", threads, rounds,
            total_ops, allocs, bytes, mix64(alloc_sum));

@@ -207,8 +207,7 @@ int main(int argc, char **argv)
 
     printf("pair mode=%s pairs=%lu sizes=%s checksum=%#" PRIx64 "\n",
            baseline ? "baseline" : "malloc", pairs, size_list, sum);
-    double ns = (double)(t1.tv_sec - t0.tv_sec) * 1e9 +
-                (double)(t1.tv_nsec - t0.tv_nsec);
+    double ns = elapsed_ns(&t0, &t1);
     fprintf(stderr, "pair: %.2f ns per malloc+free pair\n", ns / (double)pairs);
     fprintf(stderr, "vmhwm_kib=%ld\n", peak_rss_kib());
     return 0;

@@ -88,25 +88,6 @@ struct consumer {
     int failed;
 };
 
-static inline uint64_t mix64(uint64_t x)
-{
-    x += 0x9e3779b97f4a7c15ULL;
-    x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
-    x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
-    return x ^ (x >> 31);
-}
-
-/* xorshift64*: the per-producer size and tag generator. */
-static inline uint64_t next_rand(uint64_t *s)
-{
-    uint64_t x = *s;
-    x ^= x >> 12;
-    x ^= x << 25;
-    x ^= x >> 27;
-    *s = x;
-    return x * 0x2545f4914f6cdd1dULL;
-}
-
 /*
  * Header: low 16 bits the size, the rest a tag.  Trailer (the last eight
  * bytes, possibly unaligned): the header's complement rotated by 17.
@@ -191,7 +172,7 @@ static void *producer_main(void *arg)
         struct slot *sl = &slots[s];
         unsigned n = left < BATCH ? (unsigned)left : BATCH;
         for (unsigned i = 0; i < n; i++) {
-            uint64_t r = next_rand(&rng);
+            uint64_t r = xorshift64s(&rng);
             size_t sz = MIN_SIZE + (size_t)(r % (MAX_SIZE - MIN_SIZE + 1));
             unsigned char *b = malloc(sz);
             if (b == NULL) {
@@ -269,16 +250,6 @@ static void usage(void)
     exit(2);
 }
 
-static long parse_pos(const char *s, long max)
-{
-    char *end;
-    errno = 0;
-    long v = strtol(s, &end, 10);
-    if (errno || *end != '\0' || v < 1 || v > max)
-        usage();
-    return v;
-}
-
 int main(int argc, char **argv)
 {
     long blocks = 10000000, np = 1, nc = 1;
@@ -286,11 +257,11 @@ int main(int argc, char **argv)
     if (argc > 4)
         usage();
     if (argc > 1)
-        blocks = parse_pos(argv[1], 1L << 40);
+        blocks = parse_long(argv[1], 1, 1L << 40, usage);
     if (argc > 2)
-        np = parse_pos(argv[2], MAX_THREADS);
+        np = parse_long(argv[2], 1, MAX_THREADS, usage);
     if (argc > 3)
-        nc = parse_pos(argv[3], MAX_THREADS);
+        nc = parse_long(argv[3], 1, MAX_THREADS, usage);
 
     static struct producer prod[MAX_THREADS];
     static struct consumer cons[MAX_THREADS];
@@ -345,8 +316,7 @@ int main(int argc, char **argv)
         return 1;
     }
 
-    double ns = (double)(t1.tv_sec - t0.tv_sec) * 1e9 +
-                (double)(t1.tv_nsec - t0.tv_nsec);
+    double ns = elapsed_ns(&t0, &t1);
     printf("prodcons producers=%ld consumers=%ld blocks=%" PRIu64
            " bytes=%" PRIu64 " checksum=%#018" PRIx64 "\n",
            np, nc, freed, bytes, mix64(checksum));

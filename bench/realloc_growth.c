@@ -66,19 +66,9 @@
 static uint64_t rng_state = 0x7265616c6c6f6321ULL;
 static uint64_t reallocs, finished, checksum;
 
-/* splitmix64 */
-static inline uint64_t mix64(uint64_t x)
-{
-    x += 0x9e3779b97f4a7c15ULL;
-    x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
-    x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
-    return x ^ (x >> 31);
-}
-
 static inline uint64_t next_rand(void)
 {
-    rng_state = mix64(rng_state);
-    return rng_state;
+    return splitmix_next(&rng_state);
 }
 
 /* Log-uniform integer in [lo, hi] (lo >= 1). */
@@ -397,8 +387,7 @@ int main(int argc, char **argv)
     uint64_t appends = vectors ? run_vectors(want) : run_strings(want);
     clock_gettime(CLOCK_MONOTONIC, &t1);
 
-    double ns = (double)(t1.tv_sec - t0.tv_sec) * 1e9 +
-                (double)(t1.tv_nsec - t0.tv_nsec);
+    double ns = elapsed_ns(&t0, &t1);
     printf("realloc_growth mode=%s appends=%" PRIu64 " reallocs=%" PRIu64
            " finished=%" PRIu64 " checksum=%#018" PRIx64 "\n",
            mode, appends, reallocs, finished, checksum);

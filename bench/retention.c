@@ -66,19 +66,9 @@ struct block {
 static uint64_t rng_state = 0x726574656e74696fULL;
 static uint64_t checksum;
 
-/* splitmix64 */
-static inline uint64_t mix64(uint64_t x)
-{
-    x += 0x9e3779b97f4a7c15ULL;
-    x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
-    x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
-    return x ^ (x >> 31);
-}
-
 static inline uint64_t next_rand(void)
 {
-    rng_state = mix64(rng_state);
-    return rng_state;
+    return splitmix_next(&rng_state);
 }
 
 static inline uint64_t tag_of(uint64_t id, size_t size)

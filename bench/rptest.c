@@ -96,47 +96,10 @@ static long nthreads;
 static size_t min_size = 16, max_size = 1000;
 static unsigned cross_permille = 100;
 
-static inline uint64_t mix64(uint64_t x)
-{
-    x += 0x9e3779b97f4a7c15ULL;
-    x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
-    x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
-    return x ^ (x >> 31);
-}
-
-/* xorshift64*: each thread's generator. */
-static inline uint64_t next_rand(uint64_t *s)
-{
-    uint64_t x = *s;
-    x ^= x >> 12;
-    x ^= x << 25;
-    x ^= x >> 27;
-    *s = x;
-    return x * 0x2545f4914f6cdd1dULL;
-}
-
-static void die(void)
-{
-    fflush(stderr);
-    _exit(1);
-}
-
 static inline uint64_t trailer_of(uint64_t header)
 {
     uint64_t x = ~header;
     return (x << 29) | (x >> 35);
-}
-
-static inline uint64_t get_word(const unsigned char *p, size_t off)
-{
-    uint64_t v;
-    memcpy(&v, p + off, 8);
-    return v;
-}
-
-static inline void put_word(unsigned char *p, size_t off, uint64_t v)
-{
-    memcpy(p + off, &v, 8);
 }
 
 static unsigned char *make_block(struct worker *w, uint64_t r)
@@ -148,7 +111,7 @@ static unsigned char *make_block(struct worker *w, uint64_t r)
     if (p == NULL) {
         fprintf(stderr, "rptest: thread %u: malloc(%zu) failed: %s\n", w->id,
                 sz, strerror(errno));
-        die();
+        bench_die();
     }
     uint64_t header = (mix64(r) << SIZE_BITS) | sz;
     put_word(p, 0, ~header);
@@ -170,19 +133,19 @@ static void check_free(unsigned char *p, int linked, const char *who,
     if (sz < min_size || sz > max_size) {
         fprintf(stderr, "rptest: %s %u: block %p has a bad header %#" PRIx64
                 "\n", who, id, (void *)p, header);
-        die();
+        bench_die();
     }
     if (!linked && get_word(p, 0) != ~header) {
         fprintf(stderr, "rptest: %s %u: block %p (%zu bytes): word 0 is %#"
                 PRIx64 ", want %#" PRIx64 "\n", who, id, (void *)p, sz,
                 get_word(p, 0), ~header);
-        die();
+        bench_die();
     }
     if (sz >= 24 && get_word(p, sz - 8) != trailer_of(header)) {
         fprintf(stderr, "rptest: %s %u: block %p (%zu bytes): trailer %#"
                 PRIx64 " want %#" PRIx64 "\n", who, id, (void *)p, sz,
                 get_word(p, sz - 8), trailer_of(header));
-        die();
+        bench_die();
     }
     *frees += 1;
     *free_sum += header;
@@ -218,7 +181,7 @@ static void release(struct worker *w, unsigned char *p, uint64_t r)
                 fprintf(stderr, "rptest: thread %u: block %p: word 0 is %#"
                         PRIx64 ", want %#" PRIx64 "\n", w->id, (void *)p,
                         get_word(p, 0), ~header);
-                die();
+                bench_die();
             }
             __atomic_fetch_add(&box->count, 1, __ATOMIC_RELAXED);
             unsigned char *old = __atomic_load_n(&box->head, __ATOMIC_RELAXED);
@@ -244,24 +207,24 @@ static void *worker_main(void *arg)
         drain_inbox(&inboxes[w->id], "thread", w->id, &w->frees,
                     &w->free_sum);
 
-        uint64_t r = next_rand(&rng);
+        uint64_t r = xorshift64s(&rng);
         unsigned start = (unsigned)r, stride = (unsigned)(r >> 32) | 1;
         for (unsigned k = 0; k < WORKING_SET; k++) {
             unsigned i = (start + k * stride) & (WORKING_SET - 1);
-            uint64_t x = next_rand(&rng);
+            uint64_t x = xorshift64s(&rng);
             if (w->slots[i] != NULL && (x >> 63)) {
                 release(w, w->slots[i], x);
                 w->slots[i] = NULL;
             }
         }
 
-        r = next_rand(&rng);
+        r = xorshift64s(&rng);
         start = (unsigned)r;
         stride = (unsigned)(r >> 32) | 1;
         for (unsigned k = 0; k < WORKING_SET; k++) {
             unsigned i = (start + k * stride) & (WORKING_SET - 1);
             if (w->slots[i] == NULL)
-                w->slots[i] = make_block(w, next_rand(&rng));
+                w->slots[i] = make_block(w, xorshift64s(&rng));
         }
     }
     return NULL;
@@ -274,16 +237,6 @@ static void usage(void)
     exit(2);
 }
 
-static long parse_num(const char *s, long min, long max)
-{
-    char *end;
-    errno = 0;
-    long v = strtol(s, &end, 10);
-    if (errno || *end != '\0' || v < min || v > max)
-        usage();
-    return v;
-}
-
 int main(int argc, char **argv)
 {
     long iterations = 4000;
@@ -292,16 +245,16 @@ int main(int argc, char **argv)
     if (argc > 6)
         usage();
     if (argc > 1)
-        nthreads = parse_num(argv[1], 1, MAX_THREADS);
+        nthreads = parse_long(argv[1], 1, MAX_THREADS, usage);
     if (argc > 2)
-        iterations = parse_num(argv[2], 1, 1L << 40);
+        iterations = parse_long(argv[2], 1, 1L << 40, usage);
     if (argc > 3)
-        min_size = (size_t)parse_num(argv[3], 16, (long)SIZE_MASK);
+        min_size = (size_t)parse_long(argv[3], 16, (long)SIZE_MASK, usage);
     if (argc > 4)
-        max_size = (size_t)parse_num(argv[4], (long)min_size,
-                                     (long)SIZE_MASK);
+        max_size = (size_t)parse_long(argv[4], (long)min_size,
+                                     (long)SIZE_MASK, usage);
     if (argc > 5)
-        cross_permille = (unsigned)parse_num(argv[5], 0, 1000);
+        cross_permille = (unsigned)parse_long(argv[5], 0, 1000, usage);
     if (min_size > max_size)
         usage();
 
@@ -354,8 +307,7 @@ int main(int argc, char **argv)
         return 1;
     }
 
-    double ns = (double)(t1.tv_sec - t0.tv_sec) * 1e9 +
-                (double)(t1.tv_nsec - t0.tv_nsec);
+    double ns = elapsed_ns(&t0, &t1);
     printf("rptest threads=%ld iterations=%ld min=%zu max=%zu cross=%u "
            "allocs=%" PRIu64 " bytes=%" PRIu64 " checksum=%#018" PRIx64 "\n",
            nthreads, iterations, min_size, max_size, cross_permille, allocs,

@@ -67,15 +67,6 @@ struct worker {
 static pthread_barrier_t start_barrier;
 static int use_barrier;
 
-/* splitmix64: a cheap, good-enough mixer for tags and the size table. */
-static inline uint64_t mix64(uint64_t x)
-{
-    x += 0x9e3779b97f4a7c15ULL;
-    x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
-    x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
-    return x ^ (x >> 31);
-}
-
 static void fill_mixed_table(void)
 {
     uint64_t s = 12345;
@@ -84,18 +75,6 @@ static void fill_mixed_table(void)
         /* 16..256 inclusive */
         mixed_sizes[i] = (unsigned short)(16 + s % 241);
     }
-}
-
-static inline void put_word(unsigned char *p, size_t off, uint64_t v)
-{
-    memcpy(p + off, &v, sizeof v);
-}
-
-static inline uint64_t get_word(const unsigned char *p, size_t off)
-{
-    uint64_t v;
-    memcpy(&v, p + off, sizeof v);
-    return v;
 }
 
 /*
@@ -262,8 +241,7 @@ int main(int argc, char **argv)
     if (failed)
         return 1;
 
-    double ns = (double)(t1.tv_sec - t0.tv_sec) * 1e9 +
-                (double)(t1.tv_nsec - t0.tv_nsec);
+    double ns = elapsed_ns(&t0, &t1);
     printf("simple_loop threads=%ld ops=%" PRIu64 " checksum=%#018" PRIx64
            "\n", threads, ops, checksum);
     fprintf(stderr, "simple_loop: %.2f ns/op (wall, all threads) "

@@ -81,34 +81,7 @@ struct pair {
 } __attribute__((aligned(64)));
 
 static struct pair pairs[MAX_PAIRS];
-static size_t fixed_size = 64; /* 0: random */
-
-static inline uint64_t mix64(uint64_t x)
-{
-    x += 0x9e3779b97f4a7c15ULL;
-    x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
-    x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
-    return x ^ (x >> 31);
-}
-
-/* xorshift64*: each producer's generator. */
-static inline uint64_t next_rand(uint64_t *s)
-{
-    uint64_t x = *s;
-    x ^= x >> 12;
-    x ^= x << 25;
-    x ^= x >> 27;
-    *s = x;
-    return x * 0x2545f4914f6cdd1dULL;
-}
-
-static void die(void)
-{
-    fflush(stderr);
-    _exit(1);
-}
-
-static inline uint64_t trailer_of(uint64_t header)
+static size_t fixed_size = 64; static inline uint64_t trailer_of(uint64_t header)
 {
     uint64_t x = ~header;
     return (x << 13) | (x >> 51);
@@ -175,14 +148,14 @@ static void *producer_main(void *arg)
         struct slot *sl = &q->slots[s];
         unsigned n = left < BATCH ? (unsigned)left : BATCH;
         for (unsigned i = 0; i < n; i++) {
-            uint64_t r = next_rand(&rng);
+            uint64_t r = xorshift64s(&rng);
             size_t sz = fixed_size ? fixed_size
                 : MIN_SIZE + (size_t)(r % (RANDOM_MAX_SIZE - MIN_SIZE + 1));
             unsigned char *b = malloc(sz);
             if (b == NULL) {
                 fprintf(stderr, "xmalloc: producer %u: malloc(%zu) failed: "
                         "%s\n", q->id, sz, strerror(errno));
-                die();
+                bench_die();
             }
             uint64_t header = (r << SIZE_BITS) | sz;
             uint64_t trailer = trailer_of(header);
@@ -224,14 +197,14 @@ static void *consumer_main(void *arg)
                 (fixed_size ? sz != fixed_size : sz > RANDOM_MAX_SIZE)) {
                 fprintf(stderr, "xmalloc: consumer %u: block %p has a bad "
                         "header %#" PRIx64 "\n", q->id, (void *)b, header);
-                die();
+                bench_die();
             }
             memcpy(&trailer, b + sz - 8, 8);
             if (trailer != trailer_of(header)) {
                 fprintf(stderr, "xmalloc: consumer %u: block %p (%zu bytes):"
                         " trailer %#" PRIx64 " want %#" PRIx64 "\n", q->id,
                         (void *)b, sz, trailer, trailer_of(header));
-                die();
+                bench_die();
             }
             freed_sum += header;
             freed_bytes += sz;
@@ -254,16 +227,6 @@ static void usage(void)
     exit(2);
 }
 
-static long parse_num(const char *s, long min, long max)
-{
-    char *end;
-    errno = 0;
-    long v = strtol(s, &end, 10);
-    if (errno || *end != '\0' || v < min || v > max)
-        usage();
-    return v;
-}
-
 int main(int argc, char **argv)
 {
     long threads = 2, blocks = 10000000;
@@ -271,11 +234,11 @@ int main(int argc, char **argv)
     if (argc > 4)
         usage();
     if (argc > 1)
-        threads = parse_num(argv[1], 2, 2 * MAX_PAIRS);
+        threads = parse_long(argv[1], 2, 2 * MAX_PAIRS, usage);
     if (argc > 2)
-        blocks = parse_num(argv[2], 1, 1L << 40);
+        blocks = parse_long(argv[2], 1, 1L << 40, usage);
     if (argc > 3) {
-        fixed_size = (size_t)parse_num(argv[3], 0, (long)SIZE_MASK);
+        fixed_size = (size_t)parse_long(argv[3], 0, (long)SIZE_MASK, usage);
         if (fixed_size != 0 && fixed_size < MIN_SIZE)
             usage();
     }
@@ -333,8 +296,7 @@ int main(int argc, char **argv)
         return 1;
     }
 
-    double ns = (double)(t1.tv_sec - t0.tv_sec) * 1e9 +
-                (double)(t1.tv_nsec - t0.tv_nsec);
+    double ns = elapsed_ns(&t0, &t1);
     printf("xmalloc threads=%ld pairs=%ld size=%zu blocks=%" PRIu64
            " bytes=%" PRIu64 " checksum=%#018" PRIx64 "\n", threads, np,
            fixed_size, made, bytes, mix64(sum));
