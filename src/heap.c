@@ -190,7 +190,10 @@ static gpa_slab_t *heap_find_slab(gpa_heap_t *h, unsigned cls) {
 }
 
 void *heap_malloc_class(gpa_heap_t *h, unsigned cls) {
-  gpa_slab_t *s = heap_find_slab(h, cls);
+  /* Classes above GPA_DIRECT_MAX have no direct slot: their current slab
+   * is the queue's first, and only an empty one needs the search. */
+  gpa_slab_t *s = h->queues[cls].first;
+  if (s == NULL || s->free == NULL) s = heap_find_slab(h, cls);
   if (GPA_UNLIKELY(s == NULL)) {
     errno = ENOMEM;
     return NULL;
