@@ -11,11 +11,8 @@
 void *gpa_core_aligned(size_t alignment, size_t size) {
   if (alignment <= GPA_MIN_ALIGN) return gpa_core_malloc(size);
   if (size == 0) size = 1; /* like malloc(0): a unique block that can be written */
-  gpa_heap_t *h = gpa_tls_heap;
-  if (h == &gpa_empty_heap && (h = heap_for_thread()) == NULL) {
-    errno = ENOMEM;
-    return NULL;
-  }
+  gpa_heap_t *h = heap_current();
+  if (h == NULL) return NULL;
   unsigned cls = size_class_for_aligned(size, alignment);
   if (cls < GPA_CLASS_COUNT) return heap_malloc_class(h, cls);
   bool zeroed;

@@ -5,6 +5,7 @@
 #ifndef GPA_INTERNAL_H
 #define GPA_INTERNAL_H
 
+#include <errno.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -119,6 +120,14 @@ gpa_heap_t *heap_for_thread(void);
 void heap_init(gpa_heap_t *h, struct gpa_instance *inst);
 void heap_thread_exit(gpa_heap_t *h);
 
+/* The calling thread's heap, set up on first use; NULL (ENOMEM) if no
+ * memory can be had for it.  For slow paths: the fast path tests nothing. */
+static inline gpa_heap_t *heap_current(void) {
+  gpa_heap_t *h = gpa_tls_heap;
+  if (GPA_UNLIKELY(h == &gpa_empty_heap) && (h = heap_for_thread()) == NULL) errno = ENOMEM;
+  return h;
+}
+
 static inline void *heap_malloc(gpa_heap_t *h, size_t size) {
   if (GPA_LIKELY(size <= GPA_DIRECT_MAX)) {
     gpa_slab_t *s = h->direct[(size + 15) >> 4];
@@ -171,6 +180,5 @@ size_t block_usable_size(gpa_segment_t *seg, const void *p);
 /* ---- reports (report.c) ------------------------------------------------ */
 GPA_COLD __attribute__((noreturn)) void report_invalid_free(const char *op, const void *p, const char *why);
 GPA_COLD __attribute__((noreturn)) void report_double_free(const char *op, const void *p, size_t block_size);
-GPA_COLD __attribute__((noreturn)) void report_fatal(const char *what, const void *p);
 
 #endif /* GPA_INTERNAL_H */

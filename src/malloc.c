@@ -16,19 +16,16 @@ void *gpa_core_calloc(size_t count, size_t size) {
     errno = ENOMEM;
     return NULL;
   }
-  gpa_heap_t *h = gpa_tls_heap;
   if (total > GPA_SMALL_MAX) {
-    if (h == &gpa_empty_heap && (h = heap_for_thread()) == NULL) {
-      errno = ENOMEM;
-      return NULL;
-    }
+    gpa_heap_t *h = heap_current();
+    if (h == NULL) return NULL;
     /* Fresh mappings come zeroed from the kernel: skip the memset. */
     bool zeroed;
     void *p = large_alloc(h->instance, total, GPA_MIN_ALIGN, &zeroed);
     if (p != NULL && !zeroed) memset(p, 0, total);
     return p;
   }
-  void *p = heap_malloc(h, total);
+  void *p = heap_malloc(gpa_tls_heap, total);
   if (GPA_LIKELY(p != NULL)) memset(p, 0, total);
   return p;
 }

@@ -78,15 +78,6 @@ void report_double_free(const char *op, const void *p, size_t block_size) {
   emit_and_abort(&l);
 }
 
-void report_fatal(const char *what, const void *p) {
-  line_t l = { .len = 0 };
-  put_str(&l, "gpa: ");
-  put_str(&l, what);
-  put_str(&l, " at ");
-  put_hex(&l, (uintptr_t)p);
-  emit_and_abort(&l);
-}
-
 #if GPA_CHECKS_ENABLED
 void check_failed(const char *name, const char *file, int line) {
   line_t l = { .len = 0 };

@@ -86,6 +86,11 @@ void segment_small_release(gpa_segment_t *seg) {
   os_release(seg, GPA_SEGMENT_SIZE);
 }
 
+/* Bits first..first+count-1 of a page bitmap. */
+static uint64_t page_run_mask(unsigned first, unsigned count) {
+  return (count == 64 ? ~(uint64_t)0 : (((uint64_t)1 << count) - 1)) << first;
+}
+
 /* Lowest run of `pages` free pages, or -1. */
 static int find_free_run(uint64_t free_pages, unsigned pages) {
   uint64_t run = free_pages;
@@ -102,7 +107,7 @@ gpa_slab_t *segment_slab_alloc(gpa_segment_t *seg, unsigned cls) {
   int first = find_free_run(seg->dirty_pages, pages);
   if (first < 0) first = find_free_run(seg->free_pages, pages);
   if (first < 0) return NULL;
-  uint64_t mask = (pages == 64 ? ~(uint64_t)0 : (((uint64_t)1 << pages) - 1)) << first;
+  uint64_t mask = page_run_mask((unsigned)first, pages);
   seg->free_pages &= ~mask;
   seg->dirty_pages &= ~mask;
   seg->aged_pages &= ~mask;
@@ -124,7 +129,7 @@ void segment_slab_free(gpa_segment_t *seg, gpa_slab_t *s) {
   unsigned pages = s->page_count;
   GPA_INVARIANT("slab-pages-mapped-to-slab", seg->page_slab[first] == s && seg->page_slab[first + pages - 1] == s);
   GPA_INVARIANT("slab-pages-in-use", (seg->free_pages >> first & 1) == 0);
-  uint64_t mask = (pages == 64 ? ~(uint64_t)0 : (((uint64_t)1 << pages) - 1)) << first;
+  uint64_t mask = page_run_mask((unsigned)first, pages);
   for (unsigned i = 0; i < pages; i++) seg->page_slab[first + i] = &seg->slabs[0];
   s->in_use = 0;
   s->capacity = 0;
@@ -160,6 +165,6 @@ static void segment_purge_pages(gpa_segment_t *seg, uint64_t which) {
     uint64_t from_start = dirty >> start;
     unsigned len = (~from_start == 0) ? 64 - start : (unsigned)__builtin_ctzll(~from_start);
     os_purge((uint8_t *)seg + (size_t)start * GPA_PAGE_SIZE, (size_t)len * GPA_PAGE_SIZE);
-    dirty &= ~((len == 64 ? ~(uint64_t)0 : (((uint64_t)1 << len) - 1)) << start);
+    dirty &= ~page_run_mask(start, len);
   }
 }
