@@ -37,13 +37,13 @@ static size_t header_offset(size_t alignment) {
   return alignment > page ? alignment : page;
 }
 
-/* How many bytes of freed mappings the cache may keep: a quarter of the
- * bytes in live large blocks, within [GPA_LARGE_CACHE_MIN_BYTES,
+/* How many bytes of freed mappings the cache may keep: as many as live
+ * large blocks hold, within [GPA_LARGE_CACHE_MIN_BYTES,
  * GPA_LARGE_CACHE_MAX_BYTES].  A program cycling big buffers then reuses
  * resident pages instead of faulting in fresh zeroed ones, and one that
  * frees its big blocks for good gives the memory back. */
 static size_t large_cache_limit(gpa_instance_t *inst) {
-  size_t limit = atomic_load_explicit(&inst->large_in_use, memory_order_relaxed) / 2;
+  size_t limit = atomic_load_explicit(&inst->large_in_use, memory_order_relaxed);
   if (limit < GPA_LARGE_CACHE_MIN_BYTES) limit = GPA_LARGE_CACHE_MIN_BYTES;
   if (limit > GPA_LARGE_CACHE_MAX_BYTES) limit = GPA_LARGE_CACHE_MAX_BYTES;
   return limit;
@@ -59,26 +59,37 @@ static gpa_segment_t *large_cache_remove(gpa_instance_t *inst, size_t i) {
   return seg;
 }
 
-/* The cached mapping that best serves `need` bytes: the smallest that holds
- * them, else the largest that holds at least half (it grows by moving). */
-static gpa_segment_t *large_cache_take(gpa_instance_t *inst, size_t need) {
-  gpa_segment_t *found = NULL;
+/* Cached mappings taken for one request. */
+typedef struct large_pieces {
+  gpa_segment_t *seg[GPA_LARGE_CACHE_SLOTS];
+  size_t count;
+  size_t bytes;
+} large_pieces_t;
+
+/* Take from the cache what best serves `need` bytes: the smallest mapping
+ * that holds them; failing that, mappings largest first until they cover
+ * `need` or the cache is empty (their pages are then moved side by side). */
+static void large_cache_take(gpa_instance_t *inst, size_t need, large_pieces_t *out) {
+  out->count = 0;
+  out->bytes = 0;
   instance_lock(inst);
-  size_t best = SIZE_MAX;
+  size_t fit = SIZE_MAX;
   for (size_t i = 0; i < inst->large_cache_count; i++) {
     size_t size = inst->large_cache[i]->mapped_size;
-    if (size < need / 2) continue;
-    /* Rank: fitting mappings by excess, then short ones by shortfall. */
-    size_t rank = size >= need ? size - need : (SIZE_MAX / 2) + (need - size);
-    if (rank < best) {
-      best = rank;
-      found = inst->large_cache[i];
-    }
+    if (size >= need && (fit == SIZE_MAX || size < inst->large_cache[fit]->mapped_size)) fit = i;
   }
-  for (size_t i = 0; found != NULL && i < inst->large_cache_count; i++)
-    if (inst->large_cache[i] == found) large_cache_remove(inst, i);
+  if (fit != SIZE_MAX) {
+    out->bytes = inst->large_cache[fit]->mapped_size;
+    out->seg[out->count++] = large_cache_remove(inst, fit);
+  }
+  while (out->bytes < need && inst->large_cache_count > 0) {
+    size_t largest = 0;
+    for (size_t i = 1; i < inst->large_cache_count; i++)
+      if (inst->large_cache[i]->mapped_size > inst->large_cache[largest]->mapped_size) largest = i;
+    out->bytes += inst->large_cache[largest]->mapped_size;
+    out->seg[out->count++] = large_cache_remove(inst, largest);
+  }
   instance_unlock(inst);
-  return found;
 }
 
 static void large_unmap(gpa_instance_t *inst, gpa_segment_t *seg);
@@ -170,41 +181,58 @@ void large_overaligned_free(void *p) {
 
 /* ---- ordinary large blocks --------------------------------------------- */
 
-/* Resize a cached mapping to `need` bytes keeping its resident pages.  A
- * much bigger one is split at the first segment boundary past `need` and its
- * tail cached again (unmapping the tail would throw resident pages away); a
- * smaller one grows in place or by moving its pages.  Returns the (possibly
- * moved) mapping, or NULL after unmapping it when the kernel refuses. */
-static gpa_segment_t *large_fit(gpa_instance_t *inst, gpa_segment_t *seg, size_t need) {
+/* Give a mapping much bigger than `need` its tail back to the cache, cut at
+ * the first segment boundary past `need` (unmapping the tail would throw its
+ * resident pages away). */
+static void large_trim(gpa_instance_t *inst, gpa_segment_t *seg, size_t need) {
   size_t old = seg->mapped_size;
-  if (old >= need) {
-    size_t split = (need + GPA_SEGMENT_MASK) & ~GPA_SEGMENT_MASK;
-    if (old > split && old - split >= GPA_SEGMENT_SIZE) {
-      gpa_segment_t *tail = (gpa_segment_t *)((uint8_t *)seg + split);
-      tail->owner = &gpa_large_owner;
-      tail->instance = inst;
-      tail->kind = GPA_SEGMENT_LARGE;
-      tail->large_ptr = NULL;
-      tail->large_size = 0;
-      tail->mapped_size = old - split;
-      segmap_insert(tail);
-      seg->mapped_size = split;
-      large_cache_put(inst, tail);
+  size_t split = (need + GPA_SEGMENT_MASK) & ~GPA_SEGMENT_MASK;
+  if (old <= split || old - split < GPA_SEGMENT_SIZE) return;
+  gpa_segment_t *tail = (gpa_segment_t *)((uint8_t *)seg + split);
+  tail->owner = &gpa_large_owner;
+  tail->instance = inst;
+  tail->kind = GPA_SEGMENT_LARGE;
+  tail->large_ptr = NULL;
+  tail->large_size = 0;
+  tail->mapped_size = old - split;
+  segmap_insert(tail);
+  seg->mapped_size = split;
+  large_cache_put(inst, tail);
+}
+
+/* A mapping of at least `need` bytes made of cached pieces: one that holds
+ * them is used in place; several are moved side by side into a fresh
+ * reservation, topped up with fresh pages when they fall short.  Moving
+ * pages costs a page-table update where fresh pages would each cost a fault
+ * and a clear, which is what a program cycling big buffers pays otherwise.
+ * NULL (pieces unmapped) when the kernel refuses the reservation. */
+static gpa_segment_t *large_from_pieces(gpa_instance_t *inst, large_pieces_t *pieces, size_t need) {
+  gpa_segment_t *seg;
+  if (pieces->count == 1 && pieces->bytes >= need) {
+    seg = pieces->seg[0];
+  } else {
+    size_t total = pieces->bytes > need ? pieces->bytes : need;
+    uint8_t *dest = os_reserve_aligned(total, GPA_SEGMENT_SIZE);
+    if (dest != NULL) atomic_fetch_add_explicit(&inst->large_mapped, total, memory_order_relaxed);
+    size_t offset = 0;
+    for (size_t i = 0; i < pieces->count; i++) {
+      gpa_segment_t *piece = pieces->seg[i];
+      size_t size = piece->mapped_size;
+      if (dest == NULL) {
+        large_unmap(inst, piece);
+        continue;
+      }
+      segmap_remove(piece);
+      os_move_pages(piece, size, dest + offset);
+      atomic_fetch_sub_explicit(&inst->large_mapped, size, memory_order_relaxed);
+      offset += size;
     }
-    return seg;
+    if (dest == NULL) return NULL;
+    seg = (gpa_segment_t *)dest;
+    seg->mapped_size = total;
+    segmap_insert(seg);
   }
-  if (!os_remap_in_place(seg, old, need)) {
-    gpa_segment_t *moved = os_remap_aligned(seg, old, need, GPA_SEGMENT_SIZE);
-    if (moved == NULL) {
-      large_unmap(inst, seg);
-      return NULL;
-    }
-    segmap_remove(seg);
-    segmap_insert(moved);
-    seg = moved;
-  }
-  seg->mapped_size = need;
-  atomic_fetch_add_explicit(&inst->large_mapped, need - old, memory_order_relaxed);
+  large_trim(inst, seg, need);
   return seg;
 }
 
@@ -219,10 +247,9 @@ void *large_alloc(gpa_instance_t *inst, size_t size, size_t alignment, bool *zer
   }
   size_t offset = header_offset(alignment);
   size_t need = large_mapping_size(offset + size);
-  gpa_segment_t *seg = large_cache_take(inst, need);
-  if (seg != NULL && (seg = large_fit(inst, seg, need)) == NULL) {
-    /* grow refused: fall through to a fresh mapping */
-  }
+  large_pieces_t pieces;
+  large_cache_take(inst, need, &pieces);
+  gpa_segment_t *seg = pieces.count > 0 ? large_from_pieces(inst, &pieces, need) : NULL;
   *zeroed = seg == NULL;
   if (seg == NULL) {
     seg = os_reserve_aligned(need, GPA_SEGMENT_SIZE);
@@ -265,23 +292,22 @@ void *large_realloc(gpa_segment_t *seg, size_t size) {
   size_t offset = (size_t)(seg->large_ptr - (uint8_t *)seg);
   size_t need = round_up(offset + size, os_page_size());
   size_t old = seg->mapped_size;
-  if (need != old) {
-    if (os_remap_in_place(seg, old, need)) {
-      seg->mapped_size = need;
-    } else if (need > old) {
+  if (need < old) {
+    /* Unmapping the tail works whatever mappings the block is made of. */
+    os_release((uint8_t *)seg + need, old - need);
+    seg->mapped_size = need;
+    atomic_fetch_sub_explicit(&inst->large_mapped, old - need, memory_order_relaxed);
+  } else if (need > old) {
+    if (!os_remap_in_place(seg, old, need)) {
       gpa_segment_t *moved = os_remap_aligned(seg, old, need, GPA_SEGMENT_SIZE);
       if (moved == NULL) return NULL;
       segmap_remove(seg);
       segmap_insert(moved);
       seg = moved;
-      seg->mapped_size = need;
       seg->large_ptr = (uint8_t *)seg + offset;
     }
-    /* A shrink the kernel refused keeps the bigger mapping: still correct. */
-    if (seg->mapped_size >= old)
-      atomic_fetch_add_explicit(&inst->large_mapped, seg->mapped_size - old, memory_order_relaxed);
-    else
-      atomic_fetch_sub_explicit(&inst->large_mapped, old - seg->mapped_size, memory_order_relaxed);
+    seg->mapped_size = need;
+    atomic_fetch_add_explicit(&inst->large_mapped, need - old, memory_order_relaxed);
   }
   atomic_fetch_add_explicit(&inst->large_in_use, size, memory_order_relaxed);
   atomic_fetch_sub_explicit(&inst->large_in_use, seg->large_size, memory_order_relaxed);

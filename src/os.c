@@ -5,6 +5,7 @@
 
 #include <errno.h>
 #include <stdatomic.h>
+#include <string.h>
 #include <sys/auxv.h>
 #include <sys/mman.h>
 #include <unistd.h>
@@ -136,20 +137,37 @@ bool os_remap_in_place(void *addr, size_t old_size, size_t new_size) {
 }
 
 void *os_remap_aligned(void *addr, size_t old_size, size_t new_size, size_t alignment) {
-  int saved = errno;
   /* Reserve the aligned target first, then move the pages over it. */
   uint8_t *target = os_reserve_aligned(new_size, alignment);
   if (target == NULL) return NULL;
-  void *p = mremap(addr, old_size, new_size, MREMAP_MAYMOVE | MREMAP_FIXED, target);
-  if (p == MAP_FAILED) {
-    os_release(target, new_size);
-    errno = ENOMEM;
-    return NULL;
+  os_move_pages(addr, old_size < new_size ? old_size : new_size, target);
+  if (old_size > new_size) os_release((uint8_t *)addr + new_size, old_size - new_size);
+  return target;
+}
+
+/* Kernels before 6.17 move pages one mapping (VMA) at a time: a range made
+ * of several, as pieces moved side by side are, fails with EFAULT and is
+ * halved until each part lies in one.  Where the kernel refuses for another reason
+ * (ENOMEM: too many mappings) the bytes are copied instead. */
+static void move_range(uint8_t *from, size_t size, uint8_t *to) {
+  if (mremap(from, size, size, MREMAP_MAYMOVE | MREMAP_FIXED, to) != MAP_FAILED) return;
+  size_t page = os_page_size();
+  if (errno == EFAULT && size > page) {
+    size_t half = (size / 2) & ~(page - 1);
+    move_range(from, half, to);
+    move_range(from + half, size - half, to + half);
+    return;
   }
-  /* The target's accounting now describes the moved mapping. */
-  atomic_fetch_sub_explicit(&mapped_bytes, old_size, memory_order_relaxed);
+  memcpy(to, from, size);
+  munmap(from, size);
+}
+
+void os_move_pages(void *from, size_t size, void *to) {
+  int saved = errno;
+  move_range(from, size, to);
+  /* `to` was already counted: only the vacated range leaves the total. */
+  atomic_fetch_sub_explicit(&mapped_bytes, size, memory_order_relaxed);
   errno = saved;
-  return p;
 }
 
 uintptr_t os_random_word(void) {

@@ -31,9 +31,15 @@ void os_purge(void *addr, size_t size);
 bool os_remap_in_place(void *addr, size_t old_size, size_t new_size);
 
 /* Move a mapping to a new place aligned to `alignment`, growing or shrinking
- * it; the pages move, the bytes are not copied.  NULL and ENOMEM on failure,
- * the old mapping then intact. */
+ * it; the pages move as os_move_pages moves them.  NULL and ENOMEM when the
+ * new place cannot be reserved, the old mapping then intact. */
 void *os_remap_aligned(void *addr, size_t old_size, size_t new_size, size_t alignment);
+
+/* Move the bytes of [from, from + size) to `to`, the start of a range of an
+ * existing mapping: page-table entries move where the kernel can (no copy,
+ * no page fault), bytes are copied where it cannot.  `from` is unmapped
+ * afterwards.  Works on ranges made of several mappings. */
+void os_move_pages(void *from, size_t size, void *to);
 
 /* A secret random word from the kernel (AT_RANDOM), for free-list keys. */
 uintptr_t os_random_word(void);

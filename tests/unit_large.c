@@ -1,5 +1,5 @@
 /* unit_large.c: the large-object layer: header lookup, the reuse cache
- * (splitting big mappings, growing small ones), realloc by moving pages,
+ * (splitting big mappings, moving several side by side), realloc by moving pages,
  * and over-aligned blocks. */
 #include <malloc.h>
 #include <setjmp.h>
@@ -11,6 +11,7 @@
 #include <cmocka.h>
 
 #include "internal.h"
+#include "os.h"
 
 #define MiB ((size_t)1 << 20)
 
@@ -38,7 +39,7 @@ static void test_large_block_finds_its_header(void **state) {
 
 static void test_freed_mapping_is_cached_and_reused(void **state) {
   (void)state;
-  /* Keep something live so the cache limit (half the live bytes) has room. */
+  /* Keep something live so the cache limit (the live bytes) has room. */
   void *keep = malloc(40 * MiB);
   uint8_t *p = malloc(6 * MiB);
   memset(p, 0x11, 6 * MiB);
@@ -75,18 +76,61 @@ static void test_big_mapping_is_split_for_a_small_request(void **state) {
   free(keep);
 }
 
-static void test_small_mapping_grows_for_a_bigger_request(void **state) {
+/* Fill each page's first byte with its index mixed with `seed`. */
+static void mark_pages(uint8_t *p, size_t size, uint8_t seed) {
+  for (size_t i = 0; i < size; i += 4096) p[i] = (uint8_t)((i >> 12) ^ seed);
+}
+
+static void test_cached_mappings_are_moved_together_for_a_bigger_request(void **state) {
   (void)state;
   void *keep = malloc(64 * MiB);
-  uint8_t *p = malloc(4 * MiB);
-  gpa_segment_t *seg = segment_of(p);
-  free(p);
-  uint8_t *q = malloc(7 * MiB);
+  uint8_t *a = malloc(6 * MiB);
+  uint8_t *b = malloc(5 * MiB);
+  mark_pages(a, 6 * MiB, 0xa0);
+  mark_pages(b, 5 * MiB, 0xb0);
+  size_t a_mapped = segment_of(a)->mapped_size;
+  size_t mapped_before = os_mapped_bytes();
+  free(a);
+  free(b);
+  assert_int_equal(inst->large_cache_count, 2);
+  /* Neither holds 10 MiB alone: both move, largest first, into one mapping,
+   * their pages (and so their old bytes) coming along without a fault. */
+  uint8_t *q = malloc(10 * MiB);
   assert_non_null(q);
-  assert_true(segment_of(q)->mapped_size >= 7 * MiB);
-  assert_int_equal(inst->large_cache_count, 0); /* the 4 MiB mapping was used */
-  (void)seg;
-  memset(q, 0x33, 7 * MiB);
+  assert_int_equal(inst->large_cache_count, 0);
+  assert_true(segment_of(q)->mapped_size >= 10 * MiB);
+  uint8_t *base = (uint8_t *)segment_of(q);
+  for (size_t i = 0; i < 6 * MiB; i += 4096) /* a's bytes follow its header page */
+    assert_int_equal(base[4096 + i], (uint8_t)((i >> 12) ^ 0xa0));
+  assert_int_equal(base[a_mapped + 4096], (uint8_t)0xb0);
+  /* Moving vacates the pieces: no more bytes mapped than before the frees. */
+  assert_true(os_mapped_bytes() <= mapped_before);
+  /* The block now spans two kernel mappings; growing it still keeps bytes. */
+  q = realloc(q, 40 * MiB);
+  assert_non_null(q);
+  base = (uint8_t *)segment_of(q);
+  for (size_t i = 0; i < 6 * MiB; i += 4096) assert_int_equal(base[4096 + i], (uint8_t)((i >> 12) ^ 0xa0));
+  assert_int_equal(base[a_mapped + 4096], (uint8_t)0xb0);
+  memset(q, 0x33, 40 * MiB);
+  q = realloc(q, 9 * MiB);
+  assert_non_null(q);
+  assert_int_equal(q[9 * MiB - 1], 0x33);
+  free(q);
+  free(keep);
+}
+
+static void test_short_cache_is_topped_up_with_fresh_pages(void **state) {
+  (void)state;
+  void *keep = malloc(64 * MiB);
+  uint8_t *a = malloc(3 * MiB);
+  mark_pages(a, 3 * MiB, 0x5a);
+  free(a);
+  uint8_t *q = malloc(12 * MiB);
+  assert_non_null(q);
+  assert_int_equal(inst->large_cache_count, 0); /* the 3 MiB mapping was used */
+  assert_int_equal(q[0], (uint8_t)0x5a);        /* its first page leads */
+  for (size_t i = 4 * MiB; i < 12 * MiB; i += 4096) assert_int_equal(q[i], 0); /* fresh */
+  memset(q, 0x44, 12 * MiB);
   free(q);
   free(keep);
 }
@@ -136,7 +180,8 @@ int main(void) {
     cmocka_unit_test_setup(test_large_block_finds_its_header, setup_empty_cache),
     cmocka_unit_test_setup(test_freed_mapping_is_cached_and_reused, setup_empty_cache),
     cmocka_unit_test_setup(test_big_mapping_is_split_for_a_small_request, setup_empty_cache),
-    cmocka_unit_test_setup(test_small_mapping_grows_for_a_bigger_request, setup_empty_cache),
+    cmocka_unit_test_setup(test_cached_mappings_are_moved_together_for_a_bigger_request, setup_empty_cache),
+    cmocka_unit_test_setup(test_short_cache_is_topped_up_with_fresh_pages, setup_empty_cache),
     cmocka_unit_test_setup(test_cache_follows_live_bytes, setup_empty_cache),
     cmocka_unit_test_setup(test_realloc_moves_pages_and_keeps_bytes, setup_empty_cache),
     cmocka_unit_test_setup(test_overaligned_block, setup_empty_cache),

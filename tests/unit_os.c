@@ -85,6 +85,39 @@ static void test_remap_grows_in_place_or_moves_aligned(void **state) {
   os_release(q, 16 * seg);
 }
 
+static void test_move_pages_across_mappings(void **state) {
+  (void)state;
+  size_t seg = (size_t)1 << 22;
+  /* Two mappings whose pages were touched separately stay two kernel
+   * mappings once moved side by side; moving the pair again must still
+   * carry every byte (older kernels refuse such a move in one call). */
+  uint8_t *a = os_reserve_aligned(seg, seg);
+  uint8_t *spacer = os_reserve_aligned(seg, seg);
+  uint8_t *b = os_reserve_aligned(2 * seg, seg);
+  uint8_t *pair = os_reserve_aligned(3 * seg, seg);
+  assert_non_null(spacer);
+  assert_non_null(a);
+  assert_non_null(b);
+  assert_non_null(pair);
+  /* The kernel joins neighbouring fresh mappings into one; the hole left by
+   * the spacer keeps a and b apart, so their pages belong to two. */
+  os_release(spacer, seg);
+  memset(a, 0xa1, seg);
+  memset(b, 0xb2, 2 * seg);
+  size_t mapped = os_mapped_bytes();
+  os_move_pages(a, seg, pair);
+  os_move_pages(b, 2 * seg, pair + seg);
+  assert_int_equal(os_mapped_bytes(), mapped - 3 * seg);
+  uint8_t *moved = os_remap_aligned(pair, 3 * seg, 5 * seg, seg);
+  assert_non_null(moved);
+  assert_int_equal(moved[0], 0xa1);
+  assert_int_equal(moved[seg - 1], 0xa1);
+  assert_int_equal(moved[seg], 0xb2);
+  assert_int_equal(moved[3 * seg - 1], 0xb2);
+  assert_int_equal(moved[3 * seg], 0); /* the grown part is fresh */
+  os_release(moved, 5 * seg);
+}
+
 static void test_failure_injection(void **state) {
   (void)state;
   os_fail_after(1);
@@ -117,6 +150,7 @@ int main(void) {
     cmocka_unit_test(test_purge_zeroes_pages),
     cmocka_unit_test(test_errno_preserved_on_success),
     cmocka_unit_test(test_remap_grows_in_place_or_moves_aligned),
+    cmocka_unit_test(test_move_pages_across_mappings),
     cmocka_unit_test(test_failure_injection),
     cmocka_unit_test(test_overflowing_request_fails),
   };
