@@ -4,17 +4,9 @@
  */
 #include "internal.h"
 
-/* The owner's free: push onto the slab's list; the slab's last live block
- * or a parked slab takes the slow path. */
-static inline void free_to_own_slab(gpa_heap_t *h, gpa_slab_t *s, gpa_block_t *b) {
-  b->next_encoded = block_encode(s, s->free);
-  s->free = b;
-  if (GPA_UNLIKELY(--s->used == 0 || s->in_full)) heap_free_slow(h, s);
-}
-
 /* Every free the fast path did not finish: large blocks, other threads'
  * blocks, and misuse (reported, then abort). */
-static GPA_NOINLINE void free_generic(gpa_segment_t *seg, void *p) {
+static GPA_NOINLINE void free_generic(gpa_heap_t *h, gpa_segment_t *seg, void *p) {
   if (seg->kind == GPA_SEGMENT_LARGE) {
     if (GPA_UNLIKELY(p != seg->large_ptr)) {
       if (seg->large_ptr == NULL) report_invalid_free("free", p, "not a live allocation (double free of a large block?)");
@@ -26,10 +18,10 @@ static GPA_NOINLINE void free_generic(gpa_segment_t *seg, void *p) {
   gpa_slab_t *s = slab_of(seg, p);
   if (GPA_UNLIKELY(!slab_is_block_start(s, p)))
     report_invalid_free("free", p, "not the start of a block");
-  if (seg->owner == gpa_tls_heap) {
+  if (seg->owner == h) {
     /* Our own block that failed a fast-path test: a double free? */
     if (slab_find_free_block(s, p)) report_double_free("free", p, s->block_size);
-    free_to_own_slab(gpa_tls_heap, s, p);
+    heap_free_to_own_slab(h, s, p);
     return;
   }
   /* Another thread's block.  A live block's link word is cleared when it is
@@ -46,24 +38,27 @@ static GPA_NOINLINE void free_outside_segments(void *p) {
   large_overaligned_free(p);
 }
 
-void gpa_core_free(void *p) {
+/* Free `p` from a thread whose heap (in the block's instance) is `h`: the
+ * empty heap if it has none, and then every free takes the remote path. */
+void heap_free(gpa_heap_t *h, void *p) {
   /* NULL needs no test of its own: no segment starts at address 0. */
   gpa_segment_t *seg = segment_of(p);
   if (GPA_UNLIKELY(!segmap_contains(seg))) {
     free_outside_segments(p);
     return;
   }
-  gpa_heap_t *h = gpa_tls_heap;
   if (GPA_LIKELY(seg->owner == h)) {
     gpa_slab_t *s = slab_of(seg, p);
     gpa_block_t *b = p;
     if (GPA_LIKELY(slab_is_block_start(s, p) && !slab_block_looks_free(s, b))) {
-      free_to_own_slab(h, s, b);
+      heap_free_to_own_slab(h, s, b);
       return;
     }
   }
-  free_generic(seg, p);
+  free_generic(h, seg, p);
 }
+
+void gpa_core_free(void *p) { heap_free(gpa_tls_heap, p); }
 
 size_t block_usable_size(gpa_segment_t *seg, const void *p) {
   if (seg->kind == GPA_SEGMENT_LARGE) return large_usable_size(seg);

@@ -257,6 +257,18 @@ void heap_collect(gpa_heap_t *h, heap_collect_mode_t mode) {
     for (gpa_segment_t *seg = h->segments; seg != NULL; seg = seg->next) segment_purge(seg);
 }
 
+/* Add the heap's live blocks and their bytes to the running totals. */
+void heap_count_live(const gpa_heap_t *h, size_t *blocks, size_t *bytes) {
+  for (unsigned cls = 0; cls <= GPA_CLASS_COUNT; cls++) {
+    const gpa_slab_queue_t *q = cls < GPA_CLASS_COUNT ? &h->queues[cls] : &h->full;
+    for (const gpa_slab_t *s = q->first; s != NULL; s = s->next) {
+      uint32_t live = slab_live_blocks(s);
+      *blocks += live;
+      *bytes += (size_t)live * s->block_size;
+    }
+  }
+}
+
 /* ---- threads ----------------------------------------------------------- */
 
 gpa_heap_t *heap_for_thread(void) {

@@ -1,7 +1,9 @@
 /*
  * instance.c: an allocator instance: the state that owns heaps, caches of
  * free segments and large mappings.  The process default instance serves
- * malloc.  Also process-wide set-up: the thread-exit hook and fork safety.
+ * malloc; explicit instances (gpa_init) are made and destroyed here, with
+ * the registry of live ones and each thread's heap in each.  Also
+ * process-wide set-up: the thread-exit hooks and fork safety.
  */
 #include <errno.h>
 #include <pthread.h>
@@ -12,13 +14,21 @@
 
 gpa_instance_t gpa_default_instance = {
   .lock = PTHREAD_MUTEX_INITIALIZER,
+  .id = 1,
+  .thread_safe = true,
 };
 
-/* Heaps are carved from chunks of this size and never unmapped: a remote
+/* Heaps are carved from chunks of this size, the first cache line of each
+ * linking the chunks.  They are unmapped only with their instance: a remote
  * free may still write to a heap whose thread has gone. */
 #define HEAP_CHUNK_SIZE ((size_t)64 * 1024)
+#define HEAP_CHUNK_HEADER 64
 
-
+/* Live explicit instances, so a thread exiting after an instance's deinit
+ * can tell its heap there is gone; ids are never reused. */
+static pthread_mutex_t registry_lock = PTHREAD_MUTEX_INITIALIZER;
+static gpa_instance_t *registry_first;
+static uint64_t registry_next_id = 2; /* 1 is the default instance */
 
 void instance_lock(gpa_instance_t *inst) { pthread_mutex_lock(&inst->lock); }
 void instance_unlock(gpa_instance_t *inst) { pthread_mutex_unlock(&inst->lock); }
@@ -39,8 +49,10 @@ gpa_heap_t *instance_heap_acquire(gpa_instance_t *inst) {
       instance_unlock(inst);
       return NULL;
     }
-    inst->heap_chunk = chunk;
-    inst->heap_chunk_left = HEAP_CHUNK_SIZE;
+    *(uint8_t **)chunk = inst->heap_chunks;
+    inst->heap_chunks = chunk;
+    inst->heap_chunk = chunk + HEAP_CHUNK_HEADER;
+    inst->heap_chunk_left = HEAP_CHUNK_SIZE - HEAP_CHUNK_HEADER;
   }
   h = (gpa_heap_t *)inst->heap_chunk;
   inst->heap_chunk += heap_size;
@@ -99,6 +111,133 @@ bool instance_trim(gpa_instance_t *inst) {
   return os_mapped_bytes() < mapped_before || os_purged_bytes() > purged_before;
 }
 
+/* ---- explicit instances ------------------------------------------------ */
+
+__thread gpa_thread_heap_slot_t gpa_tls_instance_heaps[GPA_THREAD_INSTANCE_SLOTS]
+    __attribute__((tls_model("initial-exec")));
+static __thread bool thread_slots_armed __attribute__((tls_model("initial-exec")));
+static pthread_key_t instance_heaps_key;
+
+static size_t instance_mapping_size(void) {
+  size_t page = os_page_size();
+  return (sizeof(gpa_instance_t) + page - 1) & ~(page - 1);
+}
+
+gpa_instance_t *instance_create(bool thread_safe) {
+  instance_ensure_process_init();
+  gpa_instance_t *inst = os_reserve_aligned(instance_mapping_size(), os_page_size());
+  if (inst == NULL) return NULL;
+  pthread_mutex_init(&inst->lock, NULL);
+  inst->thread_safe = thread_safe;
+  if (!thread_safe && (inst->single_heap = instance_heap_acquire(inst)) == NULL) {
+    pthread_mutex_destroy(&inst->lock);
+    os_release(inst, instance_mapping_size());
+    errno = ENOMEM;
+    return NULL;
+  }
+  pthread_mutex_lock(&registry_lock);
+  inst->id = registry_next_id++;
+  inst->next_live = registry_first;
+  registry_first = inst;
+  pthread_mutex_unlock(&registry_lock);
+  return inst;
+}
+
+/* The live instance with this id; call with registry_lock held. */
+static gpa_instance_t *registry_find(uint64_t id) {
+  for (gpa_instance_t *inst = registry_first; inst != NULL; inst = inst->next_live)
+    if (inst->id == id) return inst;
+  return NULL;
+}
+
+/* Give a slot's heap back to its instance's pool if the instance is still
+ * live (its deinit may have released it already), and empty the slot.  The
+ * registry lock keeps deinit from releasing the heap meanwhile. */
+static void thread_slot_release(gpa_thread_heap_slot_t *slot) {
+  pthread_mutex_lock(&registry_lock);
+  gpa_instance_t *inst = registry_find(slot->id);
+  if (inst != NULL && inst->thread_safe) heap_thread_exit(slot->heap); /* a single heap stays */
+  pthread_mutex_unlock(&registry_lock);
+  slot->id = 0;
+  slot->heap = NULL;
+}
+
+static void on_thread_exit_instances(void *value) {
+  gpa_thread_heap_slot_t *slots = value;
+  for (size_t i = 0; i < GPA_THREAD_INSTANCE_SLOTS; i++)
+    if (slots[i].id != 0) thread_slot_release(&slots[i]);
+}
+
+/* The thread has no heap in `inst` in its slot: take one from the instance
+ * (a single-thread instance's only heap), first giving back whichever heap
+ * of another instance held the slot (its blocks stay valid; this thread's
+ * later frees of them go the remote way). */
+gpa_heap_t *instance_thread_heap_slow(gpa_instance_t *inst) {
+  gpa_thread_heap_slot_t *slot = &gpa_tls_instance_heaps[inst->id % GPA_THREAD_INSTANCE_SLOTS];
+  if (slot->id != 0) thread_slot_release(slot);
+  gpa_heap_t *h = inst->thread_safe ? instance_heap_acquire(inst) : inst->single_heap;
+  if (h == NULL) {
+    errno = ENOMEM;
+    return NULL;
+  }
+  slot->heap = h;
+  slot->id = inst->id;
+  if (!thread_slots_armed) {
+    thread_slots_armed = true;
+    pthread_setspecific(instance_heaps_key, gpa_tls_instance_heaps);
+  }
+  return h;
+}
+
+/* Live blocks and their bytes, small and large.  Exact when no thread is
+ * allocating or freeing in the instance meanwhile. */
+void instance_count_live(gpa_instance_t *inst, size_t *blocks, size_t *bytes) {
+  size_t count = 0, total = 0;
+  instance_lock(inst);
+  for (gpa_heap_t *h = inst->all_heaps; h != NULL; h = h->next_all) heap_count_live(h, &count, &total);
+  instance_unlock(inst);
+  count += atomic_load_explicit(&inst->large_count, memory_order_relaxed);
+  total += atomic_load_explicit(&inst->large_in_use, memory_order_relaxed);
+  *blocks = count;
+  *bytes = total;
+}
+
+/* Deinit: count what is still live, then give every byte the instance holds
+ * back to the kernel.  No thread may use the instance meanwhile. */
+void instance_destroy(gpa_instance_t *inst, size_t *live_blocks, size_t *live_bytes) {
+  pthread_mutex_lock(&registry_lock);
+  gpa_instance_t **link = &registry_first;
+  while (*link != inst) link = &(*link)->next_live;
+  *link = inst->next_live;
+  pthread_mutex_unlock(&registry_lock);
+
+  instance_count_live(inst, live_blocks, live_bytes);
+  for (gpa_heap_t *h = inst->all_heaps; h != NULL; h = h->next_all) {
+    for (gpa_segment_t *seg = h->segments, *next; seg != NULL; seg = next) {
+      next = seg->next;
+      segmap_remove(seg);
+      os_release(seg, GPA_SEGMENT_SIZE);
+    }
+  }
+  for (gpa_segment_t *seg = inst->segment_cache, *next; seg != NULL; seg = next) {
+    next = seg->next;
+    segmap_remove(seg);
+    os_release(seg, GPA_SEGMENT_SIZE);
+  }
+  large_release_all(inst);
+  for (uint8_t *chunk = inst->heap_chunks, *next; chunk != NULL; chunk = next) {
+    next = *(uint8_t **)chunk;
+    os_release(chunk, HEAP_CHUNK_SIZE);
+  }
+  gpa_thread_heap_slot_t *slot = &gpa_tls_instance_heaps[inst->id % GPA_THREAD_INSTANCE_SLOTS];
+  if (slot->id == inst->id) {
+    slot->id = 0;
+    slot->heap = NULL;
+  }
+  pthread_mutex_destroy(&inst->lock);
+  os_release(inst, instance_mapping_size());
+}
+
 /* ---- process set-up ---------------------------------------------------- */
 
 static pthread_key_t thread_exit_key;
@@ -108,10 +247,24 @@ static void on_thread_exit(void *value) {
   heap_thread_exit((gpa_heap_t *)value);
 }
 
-/* fork(): no lock may be held by a thread that does not exist in the child. */
-static void on_fork_prepare(void) { instance_lock(&gpa_default_instance); }
-static void on_fork_parent(void) { instance_unlock(&gpa_default_instance); }
-static void on_fork_child(void) { pthread_mutex_init(&gpa_default_instance.lock, NULL); }
+/* fork(): no lock may be held by a thread that does not exist in the child.
+ * Order: the registry, then each instance (as thread_slot_release takes
+ * them). */
+static void on_fork_prepare(void) {
+  pthread_mutex_lock(&registry_lock);
+  for (gpa_instance_t *inst = registry_first; inst != NULL; inst = inst->next_live) instance_lock(inst);
+  instance_lock(&gpa_default_instance);
+}
+static void on_fork_parent(void) {
+  instance_unlock(&gpa_default_instance);
+  for (gpa_instance_t *inst = registry_first; inst != NULL; inst = inst->next_live) instance_unlock(inst);
+  pthread_mutex_unlock(&registry_lock);
+}
+static void on_fork_child(void) {
+  pthread_mutex_init(&gpa_default_instance.lock, NULL);
+  for (gpa_instance_t *inst = registry_first; inst != NULL; inst = inst->next_live) pthread_mutex_init(&inst->lock, NULL);
+  pthread_mutex_init(&registry_lock, NULL);
+}
 
 /* Registers the thread-exit hook and the fork handlers.  pthread_atfork may
  * itself call malloc; that nested call sees state 1 and goes ahead without
@@ -121,6 +274,7 @@ void instance_ensure_process_init(void) {
   if (atomic_load_explicit(&process_init_state, memory_order_acquire) != 0) return;
   if (!atomic_compare_exchange_strong(&process_init_state, &expected, 1)) return;
   pthread_key_create(&thread_exit_key, on_thread_exit);
+  pthread_key_create(&instance_heaps_key, on_thread_exit_instances);
   pthread_atfork(on_fork_prepare, on_fork_parent, on_fork_child);
   atomic_store_explicit(&process_init_state, 2, memory_order_release);
 }

@@ -86,6 +86,7 @@ bool slab_collect(gpa_slab_t *s);
 bool slab_find_free_block(gpa_slab_t *s, const gpa_block_t *b);
 bool slab_push_remote(gpa_slab_t *s, gpa_block_t *b);
 bool slab_try_mark_full(gpa_slab_t *s);
+uint32_t slab_live_blocks(const gpa_slab_t *s);
 
 /* Low bit of thread_free (blocks are 16-aligned): the slab sits on its
  * heap's full list, and the next remote free must wake the heap. */
@@ -119,6 +120,7 @@ void heap_collect(gpa_heap_t *h, heap_collect_mode_t mode);
 gpa_heap_t *heap_for_thread(void);
 void heap_init(gpa_heap_t *h, struct gpa_instance *inst);
 void heap_thread_exit(gpa_heap_t *h);
+void heap_count_live(const gpa_heap_t *h, size_t *blocks, size_t *bytes);
 
 /* The calling thread's heap, set up on first use; NULL (ENOMEM) if no
  * memory can be had for it.  For slow paths: the fast path tests nothing. */
@@ -142,12 +144,23 @@ static inline void *heap_malloc(gpa_heap_t *h, size_t size) {
   return heap_malloc_generic(h, size);
 }
 
+/* The owner's free: push onto the slab's list; the slab's last live block
+ * or a parked slab takes the slow path. */
+static inline void heap_free_to_own_slab(gpa_heap_t *h, gpa_slab_t *s, gpa_block_t *b) {
+  b->next_encoded = block_encode(s, s->free);
+  s->free = b;
+  if (GPA_UNLIKELY(--s->used == 0 || s->in_full)) heap_free_slow(h, s);
+}
+
 /* ---- large objects ----------------------------------------------------- */
 void *large_alloc(struct gpa_instance *inst, size_t size, size_t alignment, bool *zeroed);
 void large_free(gpa_segment_t *seg);
 void *large_realloc(gpa_segment_t *seg, size_t size);
 size_t large_usable_size(const gpa_segment_t *seg);
 void large_cache_flush(struct gpa_instance *inst);
+void large_release_all(struct gpa_instance *inst);
+bool large_resize_in_place(gpa_segment_t *seg, size_t size);
+struct gpa_instance *large_overaligned_instance(const void *p);
 
 /* Blocks aligned to more than half a segment live outside the segment map
  * (their pointer is itself segment-aligned); free() asks here before it
@@ -158,6 +171,41 @@ size_t large_overaligned_usable_size(const void *p);
 
 /* ---- instance ---------------------------------------------------------- */
 extern gpa_instance_t gpa_default_instance;
+
+/* Each thread's heap in each explicit instance it uses: a small table
+ * indexed by instance id (ids are never reused, so a slot naming a dead
+ * instance never matches a live one).  Two instances sharing a slot take
+ * turns: the one evicted gets its heap back and the thread takes another. */
+#define GPA_THREAD_INSTANCE_SLOTS 8
+typedef struct gpa_thread_heap_slot {
+  uint64_t id;
+  gpa_heap_t *heap;
+} gpa_thread_heap_slot_t;
+extern __thread gpa_thread_heap_slot_t gpa_tls_instance_heaps[GPA_THREAD_INSTANCE_SLOTS]
+    __attribute__((tls_model("initial-exec")));
+gpa_heap_t *instance_thread_heap_slow(gpa_instance_t *inst);
+
+/* The calling thread's heap in an explicit instance, set up on first use;
+ * NULL (ENOMEM) if none can be had.  A single-thread instance's one heap
+ * sits in the slot of whichever thread uses it, so both kinds take the same
+ * fast path. */
+static inline gpa_heap_t *instance_thread_heap(gpa_instance_t *inst) {
+  gpa_thread_heap_slot_t *slot = &gpa_tls_instance_heaps[inst->id % GPA_THREAD_INSTANCE_SLOTS];
+  if (GPA_LIKELY(slot->id == inst->id)) return slot->heap;
+  return instance_thread_heap_slow(inst);
+}
+
+/* The same without setting one up: the empty heap when the thread has none
+ * (frees through it take the remote path, which is always correct). */
+static inline gpa_heap_t *instance_thread_heap_if_any(gpa_instance_t *inst) {
+  if (!inst->thread_safe) return inst->single_heap;
+  gpa_thread_heap_slot_t *slot = &gpa_tls_instance_heaps[inst->id % GPA_THREAD_INSTANCE_SLOTS];
+  return slot->id == inst->id ? slot->heap : &gpa_empty_heap;
+}
+
+gpa_instance_t *instance_create(bool thread_safe);
+void instance_destroy(gpa_instance_t *inst, size_t *live_blocks, size_t *live_bytes);
+void instance_count_live(gpa_instance_t *inst, size_t *blocks, size_t *bytes);
 void instance_ensure_process_init(void);
 gpa_heap_t *instance_heap_acquire(gpa_instance_t *inst);
 void instance_heap_release(gpa_instance_t *inst, gpa_heap_t *h);
@@ -167,6 +215,8 @@ void instance_unlock(gpa_instance_t *inst);
 bool instance_trim(gpa_instance_t *inst);
 
 /* ---- operations (malloc.c, free.c, realloc.c, aligned.c) ---------------- */
+void heap_free(gpa_heap_t *h, void *p);
+void *heap_malloc_aligned(gpa_heap_t *h, size_t alignment, size_t size);
 void *gpa_core_malloc(size_t size);
 void *gpa_core_calloc(size_t count, size_t size);
 void gpa_core_free(void *p);
@@ -180,5 +230,13 @@ size_t block_usable_size(gpa_segment_t *seg, const void *p);
 /* ---- reports (report.c) ------------------------------------------------ */
 GPA_COLD __attribute__((noreturn)) void report_invalid_free(const char *op, const void *p, const char *why);
 GPA_COLD __attribute__((noreturn)) void report_double_free(const char *op, const void *p, size_t block_size);
+/* "gpa: allocator used <what> (state at 0x...)" */
+GPA_COLD __attribute__((noreturn)) void report_allocator_state(const void *state, const char *what);
+GPA_COLD __attribute__((noreturn)) void report_wrong_instance(const char *op, const void *p, const void *owner,
+                                                              const void *used);
+/* "gpa: <name>: leaked N allocation(s), M byte(s)"; returns. */
+GPA_COLD void report_leak_summary(const char *name, size_t blocks, size_t bytes);
+GPA_COLD __attribute__((noreturn)) void report_bad_size(const char *op, const void *p, size_t given,
+                                                        size_t block_size);
 
 #endif /* GPA_INTERNAL_H */

@@ -119,6 +119,29 @@ static void large_unmap(gpa_instance_t *inst, gpa_segment_t *seg) {
   os_release(seg, size);
 }
 
+/* Explicit instances keep their live large blocks on a list, so deinit can
+ * unmap them; the process instance never deinitialises and skips it. */
+static bool large_tracked(const gpa_instance_t *inst) { return inst != &gpa_default_instance; }
+
+static void large_live_link(gpa_instance_t *inst, gpa_segment_t *seg) {
+  if (!large_tracked(inst)) return;
+  instance_lock(inst);
+  seg->prev = NULL;
+  seg->next = inst->large_live;
+  if (inst->large_live != NULL) inst->large_live->prev = seg;
+  inst->large_live = seg;
+  instance_unlock(inst);
+}
+
+static void large_live_unlink(gpa_instance_t *inst, gpa_segment_t *seg) {
+  if (!large_tracked(inst)) return;
+  instance_lock(inst);
+  if (seg->prev != NULL) seg->prev->next = seg->next; else inst->large_live = seg->next;
+  if (seg->next != NULL) seg->next->prev = seg->prev;
+  seg->next = seg->prev = NULL;
+  instance_unlock(inst);
+}
+
 /* ---- over-aligned blocks ------------------------------------------------
  * An alignment above LARGE_MAX_ALIGN makes the pointer segment-aligned, so
  * masking it would land on the user's bytes.  Such a block gets a small
@@ -129,6 +152,7 @@ typedef struct overaligned_header {
   uint8_t *base;       /* the mapping */
   size_t mapped_size;
   size_t size;         /* bytes requested */
+  struct overaligned_header *next, *prev; /* the instance's live ones (explicit instances) */
 } overaligned_header_t;
 
 #define OVERALIGNED_HEADER_SPACE 64 /* header rounded to a cache line */
@@ -153,6 +177,15 @@ static void *large_alloc_overaligned(gpa_instance_t *inst, size_t size, size_t a
   h->base = base;
   h->mapped_size = total;
   h->size = size;
+  h->prev = NULL;
+  h->next = NULL;
+  if (large_tracked(inst)) {
+    instance_lock(inst);
+    h->next = inst->overaligned_live;
+    if (h->next != NULL) h->next->prev = h;
+    inst->overaligned_live = h;
+    instance_unlock(inst);
+  }
   addrmap_insert(overaligned_map, p);
   atomic_fetch_add_explicit(&inst->large_mapped, total, memory_order_relaxed);
   atomic_fetch_add_explicit(&inst->large_in_use, size, memory_order_relaxed);
@@ -169,9 +202,17 @@ size_t large_overaligned_usable_size(const void *p) {
   return h->mapped_size - (size_t)((const uint8_t *)p - h->base);
 }
 
+gpa_instance_t *large_overaligned_instance(const void *p) { return overaligned_header(p)->instance; }
+
 void large_overaligned_free(void *p) {
   overaligned_header_t *h = overaligned_header(p);
   gpa_instance_t *inst = h->instance;
+  if (large_tracked(inst)) {
+    instance_lock(inst);
+    if (h->prev != NULL) h->prev->next = h->next; else inst->overaligned_live = h->next;
+    if (h->next != NULL) h->next->prev = h->prev;
+    instance_unlock(inst);
+  }
   addrmap_remove(overaligned_map, p);
   atomic_fetch_sub_explicit(&inst->large_mapped, h->mapped_size, memory_order_relaxed);
   atomic_fetch_sub_explicit(&inst->large_in_use, h->size, memory_order_relaxed);
@@ -263,6 +304,7 @@ void *large_alloc(gpa_instance_t *inst, size_t size, size_t alignment, bool *zer
   seg->kind = GPA_SEGMENT_LARGE;
   seg->large_ptr = (uint8_t *)seg + offset;
   seg->large_size = size;
+  large_live_link(inst, seg);
   atomic_fetch_add_explicit(&inst->large_in_use, size, memory_order_relaxed);
   atomic_fetch_add_explicit(&inst->large_count, 1, memory_order_relaxed);
   return seg->large_ptr;
@@ -272,6 +314,7 @@ void large_free(gpa_segment_t *seg) {
   gpa_instance_t *inst = seg->instance;
   atomic_fetch_sub_explicit(&inst->large_in_use, seg->large_size, memory_order_relaxed);
   atomic_fetch_sub_explicit(&inst->large_count, 1, memory_order_relaxed);
+  large_live_unlink(inst, seg);
   seg->large_ptr = NULL; /* a second free of this pointer is now caught */
   seg->large_size = 0;
   large_cache_put(inst, seg);
@@ -299,12 +342,17 @@ void *large_realloc(gpa_segment_t *seg, size_t size) {
     atomic_fetch_sub_explicit(&inst->large_mapped, old - need, memory_order_relaxed);
   } else if (need > old) {
     if (!os_remap_in_place(seg, old, need)) {
+      large_live_unlink(inst, seg); /* its neighbours would point at the old place */
       gpa_segment_t *moved = os_remap_aligned(seg, old, need, GPA_SEGMENT_SIZE);
-      if (moved == NULL) return NULL;
+      if (moved == NULL) {
+        large_live_link(inst, seg);
+        return NULL;
+      }
       segmap_remove(seg);
       segmap_insert(moved);
       seg = moved;
       seg->large_ptr = (uint8_t *)seg + offset;
+      large_live_link(inst, seg);
     }
     seg->mapped_size = need;
     atomic_fetch_add_explicit(&inst->large_mapped, need - old, memory_order_relaxed);
@@ -322,4 +370,40 @@ void large_cache_flush(gpa_instance_t *inst) {
   while (inst->large_cache_count > 0) taken[count++] = large_cache_remove(inst, 0);
   instance_unlock(inst);
   for (size_t i = 0; i < count; i++) large_unmap(inst, taken[i]);
+}
+
+/* Change a block's length without moving it: within its mapping, or by
+ * growing the mapping where the address space after it is free. */
+bool large_resize_in_place(gpa_segment_t *seg, size_t size) {
+  if (size > PTRDIFF_MAX) return false;
+  gpa_instance_t *inst = seg->instance;
+  size_t offset = (size_t)(seg->large_ptr - (uint8_t *)seg);
+  size_t need = round_up(offset + size, os_page_size());
+  size_t old = seg->mapped_size;
+  if (need > old) {
+    if (!os_remap_in_place(seg, old, need)) return false;
+    seg->mapped_size = need;
+    atomic_fetch_add_explicit(&inst->large_mapped, need - old, memory_order_relaxed);
+  }
+  atomic_fetch_add_explicit(&inst->large_in_use, size, memory_order_relaxed);
+  atomic_fetch_sub_explicit(&inst->large_in_use, seg->large_size, memory_order_relaxed);
+  seg->large_size = size;
+  return true;
+}
+
+/* Deinit of an explicit instance: unmap its live large blocks, over-aligned
+ * ones included, and its cache. */
+void large_release_all(gpa_instance_t *inst) {
+  for (gpa_segment_t *seg = inst->large_live, *next; seg != NULL; seg = next) {
+    next = seg->next;
+    large_unmap(inst, seg);
+  }
+  inst->large_live = NULL;
+  for (overaligned_header_t *h = inst->overaligned_live, *next; h != NULL; h = next) {
+    next = h->next;
+    addrmap_remove(overaligned_map, (uint8_t *)h + OVERALIGNED_HEADER_SPACE);
+    os_release(h->base, h->mapped_size);
+  }
+  inst->overaligned_live = NULL;
+  large_cache_flush(inst);
 }

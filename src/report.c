@@ -78,6 +78,58 @@ void report_double_free(const char *op, const void *p, size_t block_size) {
   emit_and_abort(&l);
 }
 
+void report_allocator_state(const void *state, const char *what) {
+  line_t l = { .len = 0 };
+  put_str(&l, "gpa: allocator used ");
+  put_str(&l, what);
+  put_str(&l, " (state at ");
+  put_hex(&l, (uintptr_t)state);
+  put_str(&l, ")");
+  emit_and_abort(&l);
+}
+
+void report_wrong_instance(const char *op, const void *p, const void *owner, const void *used) {
+  line_t l = { .len = 0 };
+  put_str(&l, "gpa: ");
+  put_str(&l, op);
+  put_str(&l, "(): block ");
+  put_hex(&l, (uintptr_t)p);
+  put_str(&l, " belongs to the allocator with state at ");
+  put_hex(&l, (uintptr_t)owner);
+  put_str(&l, ", not to this one (state at ");
+  put_hex(&l, (uintptr_t)used);
+  put_str(&l, ")");
+  emit_and_abort(&l);
+}
+
+void report_bad_size(const char *op, const void *p, size_t given, size_t block_size) {
+  line_t l = { .len = 0 };
+  put_str(&l, "gpa: ");
+  put_str(&l, op);
+  put_str(&l, "(): size mismatch for ");
+  put_hex(&l, (uintptr_t)p);
+  put_str(&l, ": freed as ");
+  put_dec(&l, given);
+  put_str(&l, " byte(s), but its block holds ");
+  put_dec(&l, block_size);
+  emit_and_abort(&l);
+}
+
+void report_leak_summary(const char *name, size_t blocks, size_t bytes) {
+  line_t l = { .len = 0 };
+  put_str(&l, "gpa: ");
+  if (name != NULL) {
+    put_str(&l, name);
+    put_str(&l, ": ");
+  }
+  put_str(&l, "leaked ");
+  put_dec(&l, blocks);
+  put_str(&l, " allocation(s), ");
+  put_dec(&l, bytes);
+  put_str(&l, " byte(s)\n");
+  os_write_all(2, l.buf, l.len);
+}
+
 #if GPA_CHECKS_ENABLED
 void check_failed(const char *name, const char *file, int line) {
   line_t l = { .len = 0 };

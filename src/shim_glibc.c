@@ -18,7 +18,7 @@
 
 static bool is_power_of_two(size_t x) { return x != 0 && (x & (x - 1)) == 0; }
 
-GPA_EXPORT const char *gpa_version(void) { return "0.1.0"; }
+GPA_EXPORT const char *gpa_version(void) { return "0.2.0"; }
 
 GPA_EXPORT void *malloc(size_t size) {
   return heap_malloc(gpa_tls_heap, size);

@@ -81,6 +81,15 @@ bool slab_find_free_block(gpa_slab_t *s, const gpa_block_t *b) {
   return false;
 }
 
+/* Blocks still live: those handed out less the remote frees waiting to be
+ * collected (the walk is bounded by `used`, which counts them). */
+uint32_t slab_live_blocks(const gpa_slab_t *s) {
+  uint32_t pending = 0;
+  gpa_block_t *r = (gpa_block_t *)(atomic_load_explicit(&s->thread_free, memory_order_acquire) & ~SLAB_FULL_FLAG);
+  for (; r != NULL && pending < s->used; r = block_decode(s, r->next_encoded)) pending++;
+  return s->used - pending;
+}
+
 /* A free from a thread that does not own the slab: a lock-free push.  The
  * push clears SLAB_FULL_FLAG; returns true when it did, and the caller must
  * then tell the owning heap, whose full list holds the slab.  After the push

@@ -133,6 +133,14 @@ typedef struct gpa_heap {
 
 typedef struct gpa_instance {
   pthread_mutex_t lock;            /* pools and caches below; never on a fast path */
+  uint64_t id;                     /* unique for the process's lifetime, never reused */
+  const void *state;               /* the gpa_t it serves, for reports (NULL: malloc's) */
+  bool thread_safe;                /* false: every thread uses single_heap */
+  gpa_heap_t *single_heap;
+  struct gpa_instance *next_live;  /* the registry of live explicit instances */
+  gpa_segment_t *large_live;       /* live large blocks (explicit instances: deinit frees them) */
+  struct overaligned_header *overaligned_live;
+  uint8_t *heap_chunks;            /* every chunk heaps were carved from, linked through their first word */
   gpa_heap_t *heap_pool;           /* heaps whose thread exited, ready for adoption */
   gpa_heap_t *all_heaps;
   gpa_segment_t *segment_cache;    /* free small segments kept for reuse */

@@ -1101,7 +1101,6 @@ static void test_version(void **state) {
   (void)state;
   const char *v = gpa_version();
   assert_non_null(v);
-  assert_string_equal(v, "0.1.0");
   char expected[32];
   snprintf(expected, sizeof expected, "%d.%d.%d", GPA_VERSION_MAJOR, GPA_VERSION_MINOR,
            GPA_VERSION_PATCH);

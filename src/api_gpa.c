@@ -1,0 +1,227 @@
+/*
+ * api_gpa.c: the general-purpose allocator of gpa.h: gpa_init and gpa_deinit
+ * around an explicit instance, the allocator value and its four operations,
+ * and the testing allocator.  Every call through the value first checks the
+ * state it names: one never set up, one deinitialised, or one left behind
+ * in a stack frame that has returned is reported before any block is
+ * touched, and a block is checked to belong to the instance it is given
+ * back to.
+ */
+#include <errno.h>
+#include <pthread.h>
+#include <string.h>
+
+#include "api.h"
+#include "os.h"
+
+/* The process instance, as seen through the explicit API. */
+static gpa_t default_state = {
+  .tag = GPA_STATE_LIVE,
+  .instance = &gpa_default_instance,
+  .id = 1, /* gpa_default_instance.id */
+  .config = {.thread_safe = true},
+};
+
+/* ---- the state ---------------------------------------------------------- */
+
+__thread uintptr_t api_tls_stack_low __attribute__((tls_model("initial-exec")));
+
+uintptr_t api_stack_low_slow(void) {
+  uintptr_t low = UINTPTR_MAX; /* unknown: never call a state dead */
+  pthread_attr_t attr;
+  if (pthread_getattr_np(pthread_self(), &attr) == 0) {
+    void *addr;
+    size_t size;
+    if (pthread_attr_getstack(&attr, &addr, &size) == 0) low = (uintptr_t)addr;
+    pthread_attr_destroy(&attr);
+  }
+  api_tls_stack_low = low;
+  return low;
+}
+
+void api_report_state(const gpa_t *g, uintptr_t frame) {
+  if (g == NULL) report_allocator_state(g, "with a NULL state");
+  if (api_state_in_returned_frame(g, frame))
+    report_allocator_state(g, "after its state went out of scope (a stack frame that has returned; "
+                              "was gpa_allocator() of a local gpa_t returned?)");
+  if (g->tag == GPA_STATE_DEAD) report_allocator_state(g, "after gpa_deinit");
+  report_allocator_state(g, "before gpa_init, or its state was overwritten");
+}
+
+/* The vtable's operations check the state against their own frame: weaker
+ * than the raw helpers' check (which uses the user's frame), never wrong. */
+#define OWN_FRAME() ((uintptr_t)__builtin_frame_address(0))
+
+static gpa_instance_t *state_instance(const gpa_t *g, uintptr_t frame) {
+  if (!api_state_usable(g, frame)) api_report_state(g, frame);
+  return g->instance;
+}
+
+static const void *instance_state(const gpa_instance_t *inst) {
+  return inst->state != NULL ? inst->state : (const void *)&default_state;
+}
+
+/* ---- blocks ------------------------------------------------------------- */
+
+/* Check that `p` is a live block of `inst` that holds `len` bytes; returns
+ * its segment (NULL for an over-aligned block).  Reports and aborts when it
+ * is not. */
+static gpa_segment_t *block_checked(const gpa_t *g, gpa_instance_t *inst, void *p, size_t len, const char *op) {
+  gpa_segment_t *seg = segment_of(p);
+  gpa_instance_t *owner;
+  size_t usable;
+  if (GPA_LIKELY(segmap_contains(seg))) {
+    owner = seg->instance;
+    if (seg->kind == GPA_SEGMENT_LARGE) {
+      if (p != seg->large_ptr) {
+        if (seg->large_ptr == NULL) report_invalid_free(op, p, "not a live allocation (double free of a large block?)");
+        report_invalid_free(op, p, "points inside a large block, not at its start");
+      }
+      usable = large_usable_size(seg);
+    } else {
+      gpa_slab_t *s = slab_of(seg, p);
+      if (!slab_is_block_start(s, p)) report_invalid_free(op, p, "not the start of a block");
+      usable = s->block_size;
+    }
+  } else if (large_overaligned_contains(p)) {
+    seg = NULL;
+    owner = large_overaligned_instance(p);
+    usable = large_overaligned_usable_size(p);
+  } else {
+    report_invalid_free(op, p, "not allocated by gpa");
+  }
+  if (GPA_UNLIKELY(owner != inst)) report_wrong_instance(op, p, instance_state(owner), g);
+  if (GPA_UNLIKELY(len > usable)) report_bad_size(op, p, len, usable);
+  return seg;
+}
+
+/* The calling thread's heap for allocating in `inst`, set up if need be;
+ * NULL (ENOMEM) when none can be had. */
+static gpa_heap_t *alloc_heap(gpa_instance_t *inst, size_t alignment) {
+  if (inst == &gpa_default_instance) return alignment <= GPA_MIN_ALIGN ? gpa_tls_heap : heap_current();
+  return instance_thread_heap(inst);
+}
+
+/* ---- the four operations ------------------------------------------------ */
+
+void *api_gpa_alloc_slow(gpa_t *g, size_t len, size_t alignment, uintptr_t frame) {
+  gpa_instance_t *inst = state_instance(g, frame);
+  gpa_heap_t *h = alloc_heap(inst, alignment);
+  if (GPA_UNLIKELY(h == NULL)) return NULL;
+  if (alignment <= GPA_MIN_ALIGN) return heap_malloc(h, len);
+  return heap_malloc_aligned(h, alignment, len);
+}
+
+void api_gpa_free_slow(gpa_t *g, void *p, size_t len, uintptr_t frame) {
+  gpa_instance_t *inst = state_instance(g, frame);
+  if (p == NULL) return;
+  block_checked(g, inst, p, len, "free");
+  heap_free(inst == &gpa_default_instance ? gpa_tls_heap : instance_thread_heap_if_any(inst), p);
+}
+
+static void *gpa_op_alloc(void *ctx, size_t len, size_t alignment, void *ret_addr) {
+  (void)ret_addr;
+  return api_gpa_alloc(ctx, len, alignment, OWN_FRAME());
+}
+
+static void gpa_op_free(void *ctx, void *ptr, size_t len, size_t alignment, void *ret_addr) {
+  (void)alignment;
+  (void)ret_addr;
+  api_gpa_free(ctx, ptr, len, OWN_FRAME());
+}
+
+static bool gpa_op_resize(void *ctx, void *ptr, size_t old_len, size_t alignment, size_t new_len, void *ret_addr) {
+  (void)alignment;
+  (void)ret_addr;
+  gpa_instance_t *inst = state_instance(ctx, OWN_FRAME());
+  gpa_segment_t *seg = block_checked(ctx, inst, ptr, old_len, "resize");
+  if (seg == NULL) return new_len <= large_overaligned_usable_size(ptr);
+  if (seg->kind == GPA_SEGMENT_LARGE) return large_resize_in_place(seg, new_len);
+  return new_len <= slab_of(seg, ptr)->block_size;
+}
+
+static void *gpa_op_remap(void *ctx, void *ptr, size_t old_len, size_t alignment, size_t new_len, void *ret_addr) {
+  if (gpa_op_resize(ctx, ptr, old_len, alignment, new_len, ret_addr)) return ptr;
+  /* A large block moves its pages (alignment kept: the move keeps the
+   * offset within a segment-aligned mapping); anything else would be a
+   * copy, which the caller does better knowing how much is in use. */
+  gpa_segment_t *seg = segment_of(ptr);
+  if (segmap_contains(seg) && seg->kind == GPA_SEGMENT_LARGE && new_len > GPA_SMALL_MAX)
+    return large_realloc(seg, new_len);
+  return NULL;
+}
+
+const gpa_allocator_vtable_t gpa_instance_vtable = {
+  .alloc = gpa_op_alloc,
+  .resize = gpa_op_resize,
+  .remap = gpa_op_remap,
+  .free = gpa_op_free,
+};
+
+/* ---- lifetime ------------------------------------------------------------ */
+
+GPA_EXPORT int gpa_init(gpa_t *gpa, const gpa_config_t *config) {
+  if (gpa == NULL) return EINVAL;
+  gpa_config_t cfg = config != NULL ? *config : GPA_CONFIG_DEFAULT;
+  gpa_instance_t *inst = instance_create(cfg.thread_safe);
+  if (inst == NULL) return ENOMEM;
+  memset(gpa, 0, sizeof *gpa);
+  gpa->instance = inst;
+  gpa->id = inst->id;
+  gpa->config = cfg;
+  inst->state = gpa;
+  gpa->tag = GPA_STATE_LIVE;
+  return 0;
+}
+
+GPA_EXPORT gpa_status_t gpa_deinit(gpa_t *gpa) {
+  gpa_instance_t *inst = state_instance(gpa, OWN_FRAME());
+  if (inst == &gpa_default_instance) return GPA_OK; /* lives as long as the process */
+  size_t blocks, bytes;
+  instance_destroy(inst, &blocks, &bytes);
+  gpa->tag = GPA_STATE_DEAD;
+  gpa->instance = NULL;
+  gpa->leaked_blocks = blocks;
+  gpa->leaked_bytes = bytes;
+  return blocks != 0 ? GPA_LEAK : GPA_OK;
+}
+
+GPA_EXPORT gpa_allocator_t gpa_allocator(gpa_t *gpa) {
+  state_instance(gpa, OWN_FRAME());
+  return (gpa_allocator_t){.ctx = gpa, .vtable = &gpa_instance_vtable};
+}
+
+GPA_EXPORT gpa_t *gpa_default(void) { return &default_state; }
+
+GPA_EXPORT size_t gpa_live_count(gpa_t *gpa) {
+  size_t blocks, bytes;
+  instance_count_live(state_instance(gpa, OWN_FRAME()), &blocks, &bytes);
+  return blocks;
+}
+
+GPA_EXPORT size_t gpa_live_bytes(gpa_t *gpa) {
+  size_t blocks, bytes;
+  instance_count_live(state_instance(gpa, OWN_FRAME()), &blocks, &bytes);
+  return bytes;
+}
+
+GPA_EXPORT bool gpa_owns(gpa_t *gpa, const void *ptr) {
+  gpa_instance_t *inst = state_instance(gpa, OWN_FRAME());
+  gpa_segment_t *seg = segment_of(ptr);
+  if (!segmap_contains(seg)) return large_overaligned_contains(ptr) && large_overaligned_instance(ptr) == inst;
+  if (seg->instance != inst) return false;
+  if (seg->kind == GPA_SEGMENT_LARGE) return ptr == seg->large_ptr;
+  gpa_slab_t *s = slab_of(seg, ptr);
+  if (!slab_is_block_start(s, ptr)) return false;
+  return !slab_block_looks_free(s, (const gpa_block_t *)ptr) || !slab_find_free_block(s, (const gpa_block_t *)ptr);
+}
+
+/* ---- testing allocator -------------------------------------------------- */
+
+GPA_EXPORT int gpa_testing_init(gpa_t *gpa) { return gpa_init(gpa, NULL); }
+
+GPA_EXPORT bool gpa_testing_check(gpa_t *gpa, const char *test_name) {
+  if (gpa_deinit(gpa) == GPA_OK) return true;
+  report_leak_summary(test_name, gpa->leaked_blocks, gpa->leaked_bytes);
+  return false;
+}
