@@ -258,7 +258,7 @@ typedef struct gpa_fixed_buffer {
   uint8_t *buffer;
   size_t size;
   size_t end_index; /* bytes in use */
-  size_t last;      /* offset of the most recent allocation */
+  size_t last;      /* offset of the most recent allocation (SIZE_MAX: none) */
 } gpa_fixed_buffer_t;
 
 void gpa_fixed_buffer_init(gpa_fixed_buffer_t *fb, void *buffer, size_t size);
@@ -295,8 +295,9 @@ gpa_allocator_t gpa_failing_allocator(gpa_failing_t *f);
  * The C library's malloc behind the interface
  * ======================================================================== */
 
-/* Whatever `malloc` is in the process (libgpa's own when it is linked or
- * preloaded).  Thread-safe, no state. */
+/* The process's malloc, free and realloc (libgpa's own, since a program
+ * that links or preloads libgpa gets them as its malloc).  Thread-safe, no
+ * state. */
 gpa_allocator_t gpa_libc_allocator(void);
 
 /* ======================================================================== *

@@ -23,8 +23,12 @@ static size_t fit(const gpa_fixed_buffer_t *fb, size_t len, size_t alignment) {
   return offset;
 }
 
+/* fb->last is NO_LAST after init, reset, or a free of the last block (the
+ * one before it is not tracked). */
+#define NO_LAST SIZE_MAX
+
 static bool is_most_recent(const gpa_fixed_buffer_t *fb, const void *ptr) {
-  return (uintptr_t)ptr == (uintptr_t)fb->buffer + fb->last;
+  return fb->last != NO_LAST && (uintptr_t)ptr == (uintptr_t)fb->buffer + fb->last;
 }
 
 static void *fixed_alloc(void *ctx, size_t len, size_t alignment, void *ret_addr) {
@@ -60,7 +64,10 @@ static void fixed_free(void *ctx, void *ptr, size_t len, size_t alignment, void 
   (void)alignment;
   (void)ret_addr;
   gpa_fixed_buffer_t *fb = ctx;
-  if (is_most_recent(fb, ptr)) fb->end_index = fb->last;
+  if (is_most_recent(fb, ptr)) {
+    fb->end_index = fb->last;
+    fb->last = NO_LAST;
+  }
 }
 
 static const gpa_allocator_vtable_t FIXED_BUFFER_VTABLE = {
@@ -71,7 +78,7 @@ static const gpa_allocator_vtable_t FIXED_BUFFER_VTABLE = {
 };
 
 GPA_EXPORT void gpa_fixed_buffer_init(gpa_fixed_buffer_t *fb, void *buffer, size_t size) {
-  *fb = (gpa_fixed_buffer_t){.buffer = buffer, .size = size};
+  *fb = (gpa_fixed_buffer_t){.buffer = buffer, .size = size, .last = NO_LAST};
 }
 
 GPA_EXPORT gpa_allocator_t gpa_fixed_buffer_allocator(gpa_fixed_buffer_t *fb) {
@@ -86,5 +93,5 @@ GPA_EXPORT bool gpa_fixed_buffer_owns(const gpa_fixed_buffer_t *fb, const void *
 
 GPA_EXPORT void gpa_fixed_buffer_reset(gpa_fixed_buffer_t *fb) {
   fb->end_index = 0;
-  fb->last = 0;
+  fb->last = NO_LAST;
 }

@@ -19,6 +19,7 @@
 #include <cmocka.h>
 
 #include "gpa.h"
+#include "test_support.h"
 
 #define NATURAL_ALIGNMENT _Alignof(max_align_t)
 #define LARGEST_TESTED_ALIGNMENT ((size_t)4096)
@@ -37,24 +38,6 @@ static bool is_aligned(const void *p, size_t alignment) {
   return ((uintptr_t)p & (alignment - 1)) == 0;
 }
 
-static uint8_t pattern_byte(unsigned seed, size_t i) {
-  return (uint8_t)(seed * 131u + i * 7u + 1u);
-}
-
-static void fill(void *p, size_t n, unsigned seed) {
-  uint8_t *b = p;
-  for (size_t i = 0; i < n; i++) b[i] = pattern_byte(seed, i);
-}
-
-/* Index of the first byte that differs from the pattern, or SIZE_MAX. */
-static size_t first_mismatch(const void *p, size_t n, unsigned seed) {
-  const uint8_t *b = p;
-  for (size_t i = 0; i < n; i++)
-    if (b[i] != pattern_byte(seed, i)) return i;
-  return SIZE_MAX;
-}
-
-#define assert_pattern(p, n, seed) assert_int_equal(first_mismatch((p), (n), (seed)), SIZE_MAX)
 
 /* A failing allocator's books balance: everything handed out came back. */
 static void assert_balanced(const gpa_failing_t *f) {
@@ -764,6 +747,17 @@ static void test_fixed_buffer_free_and_resize_of_last(void **state) {
   assert_null(gpa_raw_remap(a, older, 64, 1, 65));
   gpa_raw_free(a, older, 64, 1);
   assert_int_equal(fb.end_index, 84);
+  /* Nothing allocated yet: the buffer's start is no "most recent block" to
+   * grow, and after a reset neither is the old one. */
+  gpa_fixed_buffer_t empty;
+  gpa_fixed_buffer_init(&empty, buffer, sizeof buffer);
+  gpa_allocator_t e = gpa_fixed_buffer_allocator(&empty);
+  assert_false(gpa_raw_resize(e, buffer, 1, 1, 100));
+  assert_int_equal(empty.end_index, 0);
+  uint8_t *first = gpa_raw_alloc(e, 16, 1);
+  gpa_fixed_buffer_reset(&empty);
+  assert_false(gpa_raw_resize(e, first, 16, 1, 100));
+  assert_int_equal(empty.end_index, 0);
 }
 
 static void test_fixed_buffer_reset(void **state) {

@@ -22,6 +22,7 @@
 #include <cmocka.h>
 
 #include "gpa.h"
+#include "test_support.h"
 
 /* Not declared by glibc's headers: the obsolete cfree and glibc's internal
  * names, which libgpa exports as aliases. */
@@ -92,26 +93,6 @@ static size_t rng_log_size(size_t lo, size_t hi) {
   return n;
 }
 
-/* The byte at offset i of a block filled with `seed`. */
-static uint8_t pattern_byte(uint64_t seed, size_t i) {
-  uint32_t x = (uint32_t)(i ^ (i >> 9)) * 2654435761u + (uint32_t)(seed * 0x9E3779B97F4A7C15ull >> 32);
-  return (uint8_t)((x >> 24) ^ (x >> 11));
-}
-
-static void fill(void *p, size_t n, uint64_t seed) {
-  uint8_t *b = p;
-  for (size_t i = 0; i < n; i++) b[i] = pattern_byte(seed, i);
-}
-
-/* Index of the first byte that differs from the pattern, or SIZE_MAX. */
-static size_t first_mismatch(const void *p, size_t n, uint64_t seed) {
-  const uint8_t *b = p;
-  for (size_t i = 0; i < n; i++)
-    if (b[i] != pattern_byte(seed, i)) return i;
-  return SIZE_MAX;
-}
-
-#define assert_pattern(p, n, seed) assert_int_equal(first_mismatch((p), (n), (seed)), SIZE_MAX)
 
 /* Index of the first non-zero byte, or SIZE_MAX. */
 static size_t first_nonzero(const void *p, size_t n) {

@@ -103,7 +103,7 @@ static size_t pick_size(uint64_t *rng, unsigned large_per_mille) {
  * 4 KiB after that (so every page is touched) and the last 64 bytes. */
 #define PATTERN_HEAD ((size_t)512)
 
-static inline uint8_t pattern_byte(uint32_t seed, size_t i) {
+static inline uint8_t sparse_pattern_byte(uint32_t seed, size_t i) {
   return (uint8_t)((seed ^ (seed >> 11)) + i * 131u + (i >> 8) * 7u);
 }
 
@@ -121,7 +121,7 @@ static inline uint8_t pattern_byte(uint32_t seed, size_t i) {
 static void pattern_fill(void *p, size_t size, uint32_t seed) {
   uint8_t *b = p;
   size_t i;
-  FOR_PATTERN_POSITIONS(size, i, b[i] = pattern_byte(seed, i));
+  FOR_PATTERN_POSITIONS(size, i, b[i] = sparse_pattern_byte(seed, i));
 }
 
 /* True when the pattern written for `size` bytes is intact below `limit`. */
@@ -129,7 +129,7 @@ static bool pattern_check_upto(const void *p, size_t size, uint32_t seed, size_t
   const uint8_t *b = p;
   size_t i;
   bool ok = true;
-  FOR_PATTERN_POSITIONS(size, i, if (i < limit && b[i] != pattern_byte(seed, i)) ok = false);
+  FOR_PATTERN_POSITIONS(size, i, if (i < limit && b[i] != sparse_pattern_byte(seed, i)) ok = false);
   return ok;
 }
 
