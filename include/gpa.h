@@ -116,13 +116,31 @@ void *gpa_raw_dupe(gpa_allocator_t a, const void *src, size_t len, size_t alignm
  * gpa_free(a, copy, strlen(copy) + 1). */
 char *gpa_strdup(gpa_allocator_t a, const char *s);
 
+/* An arena's operations.  The typed helpers below bump an arena inline, so
+ * an arena allocation costs a few instructions at the call site. */
+struct gpa_arena;
+extern const gpa_allocator_vtable_t gpa_arena_vtable;
+static inline void *gpa_arena_bump_(struct gpa_arena *arena, size_t len, size_t alignment);
+
+/* What gpa_alloc and gpa_create expand to: an arena's bump when the block
+ * fits its newest chunk, gpa_raw_alloc_array otherwise.  `alignment` is a
+ * power of two. */
+static inline void *gpa_alloc_bytes_(gpa_allocator_t a, size_t count, size_t size, size_t alignment) {
+  size_t len;
+  if (a.vtable == &gpa_arena_vtable && !__builtin_mul_overflow(count, size, &len) && len != 0) {
+    void *p = gpa_arena_bump_((struct gpa_arena *)a.ctx, len, alignment);
+    if (p != NULL) return p;
+  }
+  return gpa_raw_alloc_array(a, count, size, alignment);
+}
+
 /* ---- typed helpers -------------------------------------------------------
  * Pair them as Zig's allocator does: what gpa_alloc* gives goes back through
  * gpa_free* with the same count, what gpa_create gives through gpa_destroy.
  * Counts are in elements; the byte size is computed without overflow. */
 #define GPA_ALIGNOF_EXPR(expr) __alignof__(expr)
 
-#define gpa_alloc(a, T, n) ((T *)gpa_raw_alloc_array((a), (n), sizeof(T), _Alignof(T)))
+#define gpa_alloc(a, T, n) ((T *)gpa_alloc_bytes_((a), (n), sizeof(T), _Alignof(T)))
 #define gpa_alloc_zeroed(a, T, n) ((T *)gpa_raw_alloc_zeroed((a), (n), sizeof(T), _Alignof(T)))
 #define gpa_alloc_aligned(a, T, n, align)                                                       \
   ((T *)gpa_raw_alloc_array((a), (n), sizeof(T), (align) > _Alignof(T) ? (align) : _Alignof(T)))
@@ -130,7 +148,7 @@ char *gpa_strdup(gpa_allocator_t a, const char *s);
 #define gpa_free_aligned(a, ptr, n, align)                                                      \
   gpa_raw_free((a), (ptr), (n) * sizeof(*(ptr)),                                                \
                (align) > GPA_ALIGNOF_EXPR(*(ptr)) ? (align) : GPA_ALIGNOF_EXPR(*(ptr)))
-#define gpa_create(a, T) ((T *)gpa_raw_alloc((a), sizeof(T), _Alignof(T)))
+#define gpa_create(a, T) ((T *)gpa_alloc_bytes_((a), 1, sizeof(T), _Alignof(T)))
 #define gpa_destroy(a, ptr) gpa_raw_free((a), (ptr), sizeof(*(ptr)), GPA_ALIGNOF_EXPR(*(ptr)))
 #define gpa_realloc(a, ptr, old_n, new_n)                                                       \
   ((__typeof__(ptr))gpa_raw_realloc((a), (ptr), (old_n), (new_n), sizeof(*(ptr)),               \
@@ -235,6 +253,16 @@ typedef enum gpa_arena_reset_mode {
   GPA_ARENA_RETAIN_CAPACITY,  /* keep one chunk as big as all of them were */
   GPA_ARENA_RETAIN_WITH_LIMIT /* as RETAIN_CAPACITY, at most `limit` bytes */
 } gpa_arena_reset_mode_t;
+
+/* The bump in the newest chunk (cursor == end == 0 when there is none);
+ * NULL when the block does not fit there.  For the typed helpers. */
+static inline void *gpa_arena_bump_(struct gpa_arena *arena, size_t len, size_t alignment) {
+  uintptr_t start = (arena->cursor + (alignment - 1)) & ~(uintptr_t)(alignment - 1);
+  if (start < arena->cursor || start > arena->end || arena->end - start < len) return NULL;
+  arena->last = start;
+  arena->cursor = start + len;
+  return (void *)start;
+}
 
 void gpa_arena_init(gpa_arena_t *arena, gpa_allocator_t backing);
 /* Free every chunk; the arena may be initialised again afterwards. */

@@ -23,9 +23,10 @@
 #define USER_CALL_SITE() __builtin_return_address(0)
 #define RAW_API GPA_EXPORT __attribute__((noinline))
 
-/* This function's frame sits right below the user's: the bound a
- * general-purpose allocator's state is checked against (see api.h). */
-#define CALLER_FRAME() ((uintptr_t)__builtin_frame_address(0))
+/* The user's stack pointer at the call (the canonical frame address of this
+ * function): a general-purpose allocator's state below it lies in a frame
+ * that has returned (see api.h). */
+#define CALLER_FRAME() ((uintptr_t)__builtin_dwarf_cfa())
 #define CHECK_STATE(a) api_check_call((a), CALLER_FRAME())
 
 static bool is_power_of_two(size_t x) { return x != 0 && (x & (x - 1)) == 0; }
@@ -73,7 +74,7 @@ RAW_API void *gpa_raw_alloc(gpa_allocator_t a, size_t len, size_t alignment) {
     return p;
   }
   if (a.vtable == &gpa_arena_vtable && len != 0 && (alignment & (alignment - 1)) == 0) {
-    void *p = api_arena_bump(a.ctx, len, alignment != 0 ? alignment : NATURAL_ALIGNMENT);
+    void *p = gpa_arena_bump_(a.ctx, len, alignment != 0 ? alignment : NATURAL_ALIGNMENT);
     if (GPA_LIKELY(p != NULL)) return p;
   }
   return alloc_array_at(a, 1, len, alignment, USER_CALL_SITE());
@@ -88,7 +89,7 @@ RAW_API void *gpa_raw_alloc_array(gpa_allocator_t a, size_t count, size_t size, 
   }
   if (a.vtable == &gpa_arena_vtable && (alignment & (alignment - 1)) == 0 &&
       !__builtin_mul_overflow(count, size, &len) && len != 0) {
-    void *p = api_arena_bump(a.ctx, len, alignment != 0 ? alignment : NATURAL_ALIGNMENT);
+    void *p = gpa_arena_bump_(a.ctx, len, alignment != 0 ? alignment : NATURAL_ALIGNMENT);
     if (GPA_LIKELY(p != NULL)) return p;
   }
   CHECK_STATE(a);
@@ -125,7 +126,7 @@ RAW_API void *gpa_raw_remap(gpa_allocator_t a, void *ptr, size_t old_len, size_t
  * so a free that names one cannot be describing a real block: leaking it is
  * safer than handing an implementation a length it may trust. */
 RAW_API void gpa_raw_free(gpa_allocator_t a, void *ptr, size_t len, size_t alignment) {
-  if (GPA_LIKELY(is_gpa(a)) && (alignment & (alignment - 1)) == 0) {
+  if (GPA_LIKELY(is_gpa(a))) { /* the alignment plays no part in its free */
     api_gpa_free(a.ctx, ptr, len, CALLER_FRAME());
     return;
   }

@@ -15,28 +15,10 @@
 #define GPA_STATE_LIVE 0x6576696c2d617067ull
 #define GPA_STATE_DEAD 0x646165642d617067ull
 
-/* The operations of a gpa_t's allocator value (api_gpa.c) and of an
- * arena's (arena.c).  The raw helpers serve these two without the indirect
- * call: the allocations programs make most. */
+/* The operations of a gpa_t's allocator value (api_gpa.c).  The raw
+ * helpers serve it, and arenas (gpa_arena_vtable, gpa.h), without the
+ * indirect call: the allocations programs make most. */
 extern const gpa_allocator_vtable_t gpa_instance_vtable;
-extern const gpa_allocator_vtable_t gpa_arena_vtable;
-
-static inline uintptr_t api_align_up(uintptr_t x, size_t alignment) {
-  return (x + (alignment - 1)) & ~(uintptr_t)(alignment - 1);
-}
-
-/* An arena's bump in its newest chunk; NULL when the block does not fit
- * there (the vtable's alloc then takes a new chunk).  `len` > 0. */
-static inline void *api_arena_bump(gpa_arena_t *arena, size_t len, size_t alignment) {
-  /* An arena with no chunk has cursor == end == 0: nothing fits. */
-  uintptr_t start = api_align_up(arena->cursor, alignment);
-  if (GPA_LIKELY(start >= arena->cursor && start <= arena->end && arena->end - start >= len)) {
-    arena->last = start;
-    arena->cursor = start + len;
-    return (void *)start;
-  }
-  return NULL;
-}
 
 GPA_COLD __attribute__((noreturn)) void api_report_state(const gpa_t *g, uintptr_t frame);
 
@@ -45,8 +27,8 @@ GPA_COLD __attribute__((noreturn)) void api_report_state(const gpa_t *g, uintptr
 extern __thread uintptr_t api_tls_stack_low __attribute__((tls_model("initial-exec")));
 uintptr_t api_stack_low_slow(void);
 
-/* A state on this thread's stack below `frame` lies in a frame that has
- * returned: every live frame is above the deepest one.  The test reads
+/* A state on this thread's stack below `frame` (the user's stack pointer at
+ * the call) lies in a frame that has returned: every live frame is above.  The test reads
  * nothing from the state itself, whose dead bytes may have been reused. */
 static inline bool api_state_in_returned_frame(const gpa_t *g, uintptr_t frame) {
   uintptr_t at = (uintptr_t)g;

@@ -48,9 +48,10 @@ void api_report_state(const gpa_t *g, uintptr_t frame) {
   report_allocator_state(g, "before gpa_init, or its state was overwritten");
 }
 
-/* The vtable's operations check the state against their own frame: weaker
- * than the raw helpers' check (which uses the user's frame), never wrong. */
-#define OWN_FRAME() ((uintptr_t)__builtin_frame_address(0))
+/* The vtable's operations check the state against their caller's stack
+ * pointer: the user's when called straight through the vtable, the raw
+ * helper's (a little deeper, so a little weaker) otherwise. */
+#define OWN_FRAME() ((uintptr_t)__builtin_dwarf_cfa())
 
 static gpa_instance_t *state_instance(const gpa_t *g, uintptr_t frame) {
   if (!api_state_usable(g, frame)) api_report_state(g, frame);

@@ -138,7 +138,7 @@ static GPA_NOINLINE void *arena_alloc_slow(gpa_arena_t *arena, size_t len, size_
 static void *arena_alloc(void *ctx, size_t len, size_t alignment, void *ret_addr) {
   gpa_arena_t *arena = ctx;
   len += len == 0; /* distinct, non-NULL blocks even for 0 bytes */
-  void *p = api_arena_bump(arena, len, alignment);
+  void *p = gpa_arena_bump_(arena, len, alignment);
   return GPA_LIKELY(p != NULL) ? p : arena_alloc_slow(arena, len, alignment, ret_addr);
 }
 
@@ -170,7 +170,7 @@ static void arena_free(void *ctx, void *ptr, size_t len, size_t alignment, void 
   arena->last = 0; /* the allocation before it is not tracked */
 }
 
-const gpa_allocator_vtable_t gpa_arena_vtable = {
+GPA_EXPORT const gpa_allocator_vtable_t gpa_arena_vtable = {
     .alloc = arena_alloc,
     .resize = arena_resize,
     .remap = arena_remap,

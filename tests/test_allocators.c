@@ -467,6 +467,36 @@ static void test_arena_honours_large_alignment(void **state) {
   assert_balanced(&f);
 }
 
+/* gpa_alloc and gpa_create bump an arena inline: blocks follow each other in
+ * a chunk, and a full chunk still sends the call to the arena's slow path. */
+static void test_arena_typed_helpers(void **state) {
+  (void)state;
+  gpa_failing_t f;
+  gpa_failing_init(&f, gpa_libc_allocator(), SIZE_MAX, SIZE_MAX);
+  gpa_arena_t arena;
+  gpa_arena_init(&arena, gpa_failing_allocator(&f));
+  gpa_allocator_t a = gpa_arena_allocator(&arena);
+  uint64_t *prev = NULL;
+  size_t adjacent = 0;
+  for (uint64_t i = 0; i < 10000; i++) {
+    uint64_t *x = gpa_alloc(a, uint64_t, 3);
+    assert_non_null(x);
+    assert_true(is_aligned(x, _Alignof(uint64_t)));
+    x[0] = x[1] = x[2] = i;
+    if (prev != NULL && x == prev + 3) adjacent++;
+    if (prev != NULL) assert_int_equal(prev[2], i - 1);
+    prev = x;
+  }
+  assert_true(adjacent > 9000);  /* bumped within chunks */
+  assert_true(f.allocations > 1); /* and new chunks taken when full */
+  struct pair { double x; char tag; } *p = gpa_create(a, struct pair);
+  assert_non_null(p);
+  assert_true(is_aligned(p, _Alignof(struct pair)));
+  assert_non_null(gpa_alloc(a, char, 0)); /* zero elements: still a block */
+  gpa_arena_deinit(&arena);
+  assert_balanced(&f);
+}
+
 static void test_arena_free_of_last_allocation_reclaims(void **state) {
   (void)state;
   gpa_arena_t arena;
@@ -1063,6 +1093,7 @@ int main(void) {
       cmocka_unit_test(test_raw_free_ignores_null),
       cmocka_unit_test(test_arena_many_small_allocations_in_growing_chunks),
       cmocka_unit_test(test_arena_honours_large_alignment),
+      cmocka_unit_test(test_arena_typed_helpers),
       cmocka_unit_test(test_arena_free_of_last_allocation_reclaims),
       cmocka_unit_test(test_arena_resize_of_last_grows_in_place),
       cmocka_unit_test(test_arena_reset_free_all),

@@ -62,7 +62,7 @@ static void usage(void) {
 static inline void *var_alloc(enum variant v, size_t size) {
   if (v == V_MALLOC) return malloc(size);
   if (v == V_GLIBC) return glibc_malloc(size);
-  return gpa_raw_alloc(allocators[v], size, 0);
+  return gpa_alloc(allocators[v], unsigned char, size);
 }
 
 static inline void var_free(enum variant v, void *p, size_t size) {
@@ -74,7 +74,7 @@ static inline void var_free(enum variant v, void *p, size_t size) {
     glibc_free(p);
     return;
   }
-  gpa_raw_free(allocators[v], p, size, 0);
+  gpa_free(allocators[v], (unsigned char *)p, size);
 }
 
 static double run_pairs(enum variant v, long steps) {
