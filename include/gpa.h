@@ -116,22 +116,36 @@ void *gpa_raw_dupe(gpa_allocator_t a, const void *src, size_t len, size_t alignm
  * gpa_free(a, copy, strlen(copy) + 1). */
 char *gpa_strdup(gpa_allocator_t a, const char *s);
 
-/* An arena's operations.  The typed helpers below bump an arena inline, so
- * an arena allocation costs a few instructions at the call site. */
+/* What the typed helpers expand to.  They call the two allocators programs
+ * use most directly: a gpa_t's value through gpa_instance_alloc_ and
+ * gpa_instance_free_ (no indirect call), an arena's by bumping it inline
+ * (a few instructions at the call site).  Everything else, and every case
+ * those do not finish, goes through the raw calls. */
+struct gpa;
 struct gpa_arena;
+extern const gpa_allocator_vtable_t gpa_instance_vtable;
 extern const gpa_allocator_vtable_t gpa_arena_vtable;
+void *gpa_instance_alloc_(struct gpa *gpa, size_t len, size_t alignment);
+void gpa_instance_free_(struct gpa *gpa, void *ptr, size_t len);
 static inline void *gpa_arena_bump_(struct gpa_arena *arena, size_t len, size_t alignment);
 
-/* What gpa_alloc and gpa_create expand to: an arena's bump when the block
- * fits its newest chunk, gpa_raw_alloc_array otherwise.  `alignment` is a
- * power of two. */
+/* `alignment` is a power of two (an _Alignof). */
 static inline void *gpa_alloc_bytes_(gpa_allocator_t a, size_t count, size_t size, size_t alignment) {
   size_t len;
-  if (a.vtable == &gpa_arena_vtable && !__builtin_mul_overflow(count, size, &len) && len != 0) {
+  if (__builtin_mul_overflow(count, size, &len)) return gpa_raw_alloc_array(a, count, size, alignment);
+  if (a.vtable == &gpa_instance_vtable) return gpa_instance_alloc_((struct gpa *)a.ctx, len, alignment);
+  if (a.vtable == &gpa_arena_vtable && len != 0) {
     void *p = gpa_arena_bump_((struct gpa_arena *)a.ctx, len, alignment);
     if (p != NULL) return p;
   }
   return gpa_raw_alloc_array(a, count, size, alignment);
+}
+
+static inline void gpa_free_bytes_(gpa_allocator_t a, void *ptr, size_t len, size_t alignment) {
+  if (a.vtable == &gpa_instance_vtable)
+    gpa_instance_free_((struct gpa *)a.ctx, ptr, len);
+  else
+    gpa_raw_free(a, ptr, len, alignment);
 }
 
 /* ---- typed helpers -------------------------------------------------------
@@ -144,12 +158,12 @@ static inline void *gpa_alloc_bytes_(gpa_allocator_t a, size_t count, size_t siz
 #define gpa_alloc_zeroed(a, T, n) ((T *)gpa_raw_alloc_zeroed((a), (n), sizeof(T), _Alignof(T)))
 #define gpa_alloc_aligned(a, T, n, align)                                                       \
   ((T *)gpa_raw_alloc_array((a), (n), sizeof(T), (align) > _Alignof(T) ? (align) : _Alignof(T)))
-#define gpa_free(a, ptr, n) gpa_raw_free((a), (ptr), (n) * sizeof(*(ptr)), GPA_ALIGNOF_EXPR(*(ptr)))
+#define gpa_free(a, ptr, n) gpa_free_bytes_((a), (ptr), (n) * sizeof(*(ptr)), GPA_ALIGNOF_EXPR(*(ptr)))
 #define gpa_free_aligned(a, ptr, n, align)                                                      \
   gpa_raw_free((a), (ptr), (n) * sizeof(*(ptr)),                                                \
                (align) > GPA_ALIGNOF_EXPR(*(ptr)) ? (align) : GPA_ALIGNOF_EXPR(*(ptr)))
 #define gpa_create(a, T) ((T *)gpa_alloc_bytes_((a), 1, sizeof(T), _Alignof(T)))
-#define gpa_destroy(a, ptr) gpa_raw_free((a), (ptr), sizeof(*(ptr)), GPA_ALIGNOF_EXPR(*(ptr)))
+#define gpa_destroy(a, ptr) gpa_free_bytes_((a), (ptr), sizeof(*(ptr)), GPA_ALIGNOF_EXPR(*(ptr)))
 #define gpa_realloc(a, ptr, old_n, new_n)                                                       \
   ((__typeof__(ptr))gpa_raw_realloc((a), (ptr), (old_n), (new_n), sizeof(*(ptr)),               \
                                     GPA_ALIGNOF_EXPR(*(ptr))))

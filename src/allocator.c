@@ -67,6 +67,18 @@ static inline void *alloc_array_at(gpa_allocator_t a, size_t count, size_t size,
  * frame. */
 static inline bool is_gpa(gpa_allocator_t a) { return a.vtable == &gpa_instance_vtable; }
 
+/* The typed helpers' direct calls for a gpa_t (gpa.h): `alignment` is an
+ * _Alignof, a power of two. */
+RAW_API void *gpa_instance_alloc_(gpa_t *gpa, size_t len, size_t alignment) {
+  void *p = api_gpa_alloc(gpa, len, alignment, CALLER_FRAME());
+  if (GPA_UNLIKELY(p == NULL)) errno = ENOMEM;
+  return p;
+}
+
+RAW_API void gpa_instance_free_(gpa_t *gpa, void *ptr, size_t len) {
+  api_gpa_free(gpa, ptr, len, CALLER_FRAME());
+}
+
 RAW_API void *gpa_raw_alloc(gpa_allocator_t a, size_t len, size_t alignment) {
   if (GPA_LIKELY(is_gpa(a)) && (alignment & (alignment - 1)) == 0) {
     void *p = api_gpa_alloc(a.ctx, len, alignment, CALLER_FRAME());

@@ -15,10 +15,6 @@
 #define GPA_STATE_LIVE 0x6576696c2d617067ull
 #define GPA_STATE_DEAD 0x646165642d617067ull
 
-/* The operations of a gpa_t's allocator value (api_gpa.c).  The raw
- * helpers serve it, and arenas (gpa_arena_vtable, gpa.h), without the
- * indirect call: the allocations programs make most. */
-extern const gpa_allocator_vtable_t gpa_instance_vtable;
 
 GPA_COLD __attribute__((noreturn)) void api_report_state(const gpa_t *g, uintptr_t frame);
 

@@ -152,7 +152,7 @@ static void *gpa_op_remap(void *ctx, void *ptr, size_t old_len, size_t alignment
   return NULL;
 }
 
-const gpa_allocator_vtable_t gpa_instance_vtable = {
+GPA_EXPORT const gpa_allocator_vtable_t gpa_instance_vtable = {
   .alloc = gpa_op_alloc,
   .resize = gpa_op_resize,
   .remap = gpa_op_remap,
