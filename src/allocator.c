@@ -70,9 +70,7 @@ static inline bool is_gpa(gpa_allocator_t a) { return a.vtable == &gpa_instance_
 /* The typed helpers' direct calls for a gpa_t (gpa.h): `alignment` is an
  * _Alignof, a power of two. */
 RAW_API void *gpa_instance_alloc_(gpa_t *gpa, size_t len, size_t alignment) {
-  void *p = api_gpa_alloc(gpa, len, alignment, CALLER_FRAME());
-  if (GPA_UNLIKELY(p == NULL)) errno = ENOMEM;
-  return p;
+  return api_gpa_alloc(gpa, len, alignment, CALLER_FRAME()); /* a failure sets errno */
 }
 
 RAW_API void gpa_instance_free_(gpa_t *gpa, void *ptr, size_t len) {
@@ -80,11 +78,8 @@ RAW_API void gpa_instance_free_(gpa_t *gpa, void *ptr, size_t len) {
 }
 
 RAW_API void *gpa_raw_alloc(gpa_allocator_t a, size_t len, size_t alignment) {
-  if (GPA_LIKELY(is_gpa(a)) && (alignment & (alignment - 1)) == 0) {
-    void *p = api_gpa_alloc(a.ctx, len, alignment, CALLER_FRAME());
-    if (GPA_UNLIKELY(p == NULL)) errno = ENOMEM;
-    return p;
-  }
+  if (GPA_LIKELY(is_gpa(a)) && (alignment & (alignment - 1)) == 0)
+    return api_gpa_alloc(a.ctx, len, alignment, CALLER_FRAME()); /* a failure sets errno */
   if (a.vtable == &gpa_arena_vtable && len != 0 && (alignment & (alignment - 1)) == 0) {
     void *p = gpa_arena_bump_(a.ctx, len, alignment != 0 ? alignment : NATURAL_ALIGNMENT);
     if (GPA_LIKELY(p != NULL)) return p;
@@ -94,11 +89,8 @@ RAW_API void *gpa_raw_alloc(gpa_allocator_t a, size_t len, size_t alignment) {
 
 RAW_API void *gpa_raw_alloc_array(gpa_allocator_t a, size_t count, size_t size, size_t alignment) {
   size_t len;
-  if (GPA_LIKELY(is_gpa(a)) && (alignment & (alignment - 1)) == 0 && !__builtin_mul_overflow(count, size, &len)) {
-    void *p = api_gpa_alloc(a.ctx, len, alignment, CALLER_FRAME());
-    if (GPA_UNLIKELY(p == NULL)) errno = ENOMEM;
-    return p;
-  }
+  if (GPA_LIKELY(is_gpa(a)) && (alignment & (alignment - 1)) == 0 && !__builtin_mul_overflow(count, size, &len))
+    return api_gpa_alloc(a.ctx, len, alignment, CALLER_FRAME()); /* a failure sets errno */
   if (a.vtable == &gpa_arena_vtable && (alignment & (alignment - 1)) == 0 &&
       !__builtin_mul_overflow(count, size, &len) && len != 0) {
     void *p = gpa_arena_bump_(a.ctx, len, alignment != 0 ? alignment : NATURAL_ALIGNMENT);

@@ -15,6 +15,9 @@
 #define GPA_STATE_LIVE 0x6576696c2d617067ull
 #define GPA_STATE_DEAD 0x646165642d617067ull
 
+/* gpa_t.id after gpa_deinit: ids count up from 1, so no slot holds this. */
+#define GPA_STATE_DEAD_ID UINT64_MAX
+
 
 GPA_COLD __attribute__((noreturn)) void api_report_state(const gpa_t *g, uintptr_t frame);
 
@@ -34,32 +37,33 @@ static inline bool api_state_in_returned_frame(const gpa_t *g, uintptr_t frame) 
   return at >= low;
 }
 
-/* A live state that is not in a returned frame.  `frame` is the deepest
- * frame that may still hold the state legitimately: that of the library
- * function the user called. */
+/* A live state that is not in a returned frame.  `frame` is the user's
+ * stack pointer at the call. */
 static inline bool api_state_usable(const gpa_t *g, uintptr_t frame) {
   return g != NULL && g->tag == GPA_STATE_LIVE && !api_state_in_returned_frame(g, frame);
 }
 
-/* The calling thread's heap in g's instance when it is ready; NULL sends
- * the caller to its slow path.  The process instance has no slot: its heap
- * is malloc's (the empty heap before the thread's first allocation, which
- * the core's paths handle). */
-static inline gpa_heap_t *api_heap_ready(const gpa_t *g) {
-  gpa_thread_heap_slot_t *slot = &gpa_tls_instance_heaps[g->id % GPA_THREAD_INSTANCE_SLOTS];
-  if (GPA_LIKELY(slot->id == g->id)) return slot->heap;
-  return g->instance == &gpa_default_instance ? gpa_tls_heap : NULL;
+/* The calling thread's heap for g's instance when its slot holds one, else
+ * NULL.  The fast paths below test the state through this lookup rather
+ * than through its tag: gpa_deinit sets the id to GPA_STATE_DEAD_ID, which
+ * no slot holds, and a state never set up matches no slot either (an empty
+ * slot's heap is NULL), so both go to the slow path, which checks the tag
+ * and reports. */
+static inline gpa_heap_t *api_slot_heap(const gpa_t *g) {
+  const gpa_thread_heap_slot_t *slot = &gpa_tls_instance_heaps[g->id % GPA_THREAD_INSTANCE_SLOTS];
+  return slot->id == g->id ? slot->heap : NULL;
 }
 
-/* Everything the fast paths below do not finish (api_gpa.c): full state
- * check with its report, heap set-up, large and aligned blocks, misuse. */
+/* Everything the fast paths below do not finish (api_gpa.c): the full state
+ * check with its report, heap set-up, large and aligned blocks, misuse.
+ * A failed allocation sets errno (ENOMEM) there. */
 void *api_gpa_alloc_slow(gpa_t *g, size_t len, size_t alignment, uintptr_t frame);
 void api_gpa_free_slow(gpa_t *g, void *p, size_t len, uintptr_t frame);
 
 /* Allocation through a gpa_t.  `alignment` is a power of two. */
 static inline void *api_gpa_alloc(gpa_t *g, size_t len, size_t alignment, uintptr_t frame) {
-  if (GPA_LIKELY(api_state_usable(g, frame) && alignment <= GPA_MIN_ALIGN)) {
-    gpa_heap_t *h = api_heap_ready(g);
+  if (GPA_LIKELY(g != NULL && !api_state_in_returned_frame(g, frame) && alignment <= GPA_MIN_ALIGN)) {
+    gpa_heap_t *h = api_slot_heap(g);
     if (GPA_LIKELY(h != NULL)) return heap_malloc(h, len);
   }
   return api_gpa_alloc_slow(g, len, alignment, frame);
@@ -68,8 +72,8 @@ static inline void *api_gpa_alloc(gpa_t *g, size_t len, size_t alignment, uintpt
 /* Free through a gpa_t.  The fast path: a small block of this thread's
  * heap, hence of this instance, whose block holds `len` bytes. */
 static inline void api_gpa_free(gpa_t *g, void *p, size_t len, uintptr_t frame) {
-  if (GPA_LIKELY(api_state_usable(g, frame))) {
-    gpa_heap_t *h = api_heap_ready(g);
+  if (GPA_LIKELY(g != NULL && !api_state_in_returned_frame(g, frame))) {
+    gpa_heap_t *h = api_slot_heap(g);
     gpa_segment_t *seg = segment_of(p);
     if (GPA_LIKELY(h != NULL && segmap_contains(seg) && seg->owner == h)) {
       gpa_slab_t *s = slab_of(seg, p);

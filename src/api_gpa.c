@@ -108,7 +108,10 @@ static gpa_heap_t *alloc_heap(gpa_instance_t *inst, size_t alignment) {
 void *api_gpa_alloc_slow(gpa_t *g, size_t len, size_t alignment, uintptr_t frame) {
   gpa_instance_t *inst = state_instance(g, frame);
   gpa_heap_t *h = alloc_heap(inst, alignment);
-  if (GPA_UNLIKELY(h == NULL)) return NULL;
+  if (GPA_UNLIKELY(h == NULL)) return NULL; /* errno set */
+  /* The process instance's heap takes this thread's slot too, so later
+   * calls through gpa_default() take the fast path. */
+  if (inst == &gpa_default_instance && h != &gpa_empty_heap) instance_slot_set_default(h);
   if (alignment <= GPA_MIN_ALIGN) return heap_malloc(h, len);
   return heap_malloc_aligned(h, alignment, len);
 }
@@ -181,6 +184,7 @@ GPA_EXPORT gpa_status_t gpa_deinit(gpa_t *gpa) {
   size_t blocks, bytes;
   instance_destroy(inst, &blocks, &bytes);
   gpa->tag = GPA_STATE_DEAD;
+  gpa->id = GPA_STATE_DEAD_ID;
   gpa->instance = NULL;
   gpa->leaked_blocks = blocks;
   gpa->leaked_bytes = bytes;

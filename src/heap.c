@@ -287,7 +287,10 @@ gpa_heap_t *heap_for_thread(void) {
  * and purging at exit cost mstress 20 times the page faults. */
 void heap_thread_exit(gpa_heap_t *h) {
   if (h == NULL || h == &gpa_empty_heap) return;
-  if (gpa_tls_heap == h) gpa_tls_heap = &gpa_empty_heap;
+  if (gpa_tls_heap == h) {
+    gpa_tls_heap = &gpa_empty_heap;
+    instance_slot_clear_default();
+  }
   heap_collect(h, HEAP_COLLECT_IDLE);
   instance_heap_release(h->instance, h);
 }

@@ -189,6 +189,25 @@ gpa_heap_t *instance_thread_heap_slow(gpa_instance_t *inst) {
   return h;
 }
 
+/* The process instance's heap for this thread, put in its slot for the
+ * explicit API's fast path (heap_thread_exit empties the slot again). */
+void instance_slot_set_default(gpa_heap_t *h) {
+  gpa_thread_heap_slot_t *slot = &gpa_tls_instance_heaps[gpa_default_instance.id % GPA_THREAD_INSTANCE_SLOTS];
+  if (slot->id == gpa_default_instance.id && slot->heap == h) return;
+  if (slot->id != 0 && slot->id != gpa_default_instance.id) thread_slot_release(slot);
+  slot->heap = h;
+  slot->id = gpa_default_instance.id;
+}
+
+/* The thread is giving up its heap in the process instance. */
+void instance_slot_clear_default(void) {
+  gpa_thread_heap_slot_t *slot = &gpa_tls_instance_heaps[gpa_default_instance.id % GPA_THREAD_INSTANCE_SLOTS];
+  if (slot->id == gpa_default_instance.id) {
+    slot->id = 0;
+    slot->heap = NULL;
+  }
+}
+
 /* Live blocks and their bytes, small and large.  Exact when no thread is
  * allocating or freeing in the instance meanwhile. */
 void instance_count_live(gpa_instance_t *inst, size_t *blocks, size_t *bytes) {

@@ -203,6 +203,8 @@ static inline gpa_heap_t *instance_thread_heap_if_any(gpa_instance_t *inst) {
   return slot->id == inst->id ? slot->heap : &gpa_empty_heap;
 }
 
+void instance_slot_set_default(gpa_heap_t *h);
+void instance_slot_clear_default(void);
 gpa_instance_t *instance_create(bool thread_safe);
 void instance_destroy(gpa_instance_t *inst, size_t *live_blocks, size_t *live_bytes);
 void instance_count_live(gpa_instance_t *inst, size_t *blocks, size_t *bytes);

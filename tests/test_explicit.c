@@ -382,6 +382,31 @@ static void test_default_instance_is_malloc(void **state) {
   free(malloc(10));
 }
 
+static void *default_value_worker(void *arg) {
+  (void)arg;
+  gpa_allocator_t a = gpa_allocator(gpa_default());
+  for (int i = 0; i < 2000; i++) {
+    char *p = gpa_alloc(a, char, 24 + (size_t)(i % 200));
+    assert_non_null(p);
+    p[0] = (char)i;
+    if (i % 2) gpa_free(a, p, 24 + (size_t)(i % 200)); else free(p);
+  }
+  return NULL;
+}
+
+/* Threads that allocate through gpa_default() and exit, one after another:
+ * each exit hands the thread's malloc heap to the pool, and the next thread
+ * that adopts it must not find it still named in a stale slot. */
+static void test_default_instance_across_threads(void **state) {
+  (void)state;
+  for (int round = 0; round < 50; round++) {
+    pthread_t t[2];
+    for (int i = 0; i < 2; i++) assert_int_equal(pthread_create(&t[i], NULL, default_value_worker, NULL), 0);
+    for (int i = 0; i < 2; i++) assert_int_equal(pthread_join(t[i], NULL), 0);
+  }
+  default_value_worker(NULL);
+}
+
 static void test_out_of_memory_is_null(void **state) {
   gpa_allocator_t a = gpa_testing_allocator(state);
   errno = 0;
@@ -438,6 +463,14 @@ static void use_never_initialised(void *arg) {
   gpa_raw_alloc(a, 10, 0);
 }
 
+static void use_zeroed(void *arg) {
+  gpa_t *gpa = arg;
+  memset(gpa, 0, sizeof *gpa);
+  gpa_allocator_t a = { gpa, gpa_allocator(gpa_default()).vtable };
+  char *p = gpa_alloc(a, char, 10);
+  gpa_free(a, p, 10);
+}
+
 static void deinit_twice(void *arg) {
   gpa_t *gpa = arg;
   gpa_deinit(gpa);
@@ -457,6 +490,9 @@ static void test_use_after_deinit_is_caught(void **state) {
   assert_non_null(strstr(out.err, "after gpa_deinit"));
   static gpa_t garbage;
   run_child(use_never_initialised, &garbage, &out);
+  assert_reported(&out, &garbage);
+  assert_non_null(strstr(out.err, "before gpa_init"));
+  run_child(use_zeroed, &garbage, &out); /* through the typed helpers' direct path */
   assert_reported(&out, &garbage);
   assert_non_null(strstr(out.err, "before gpa_init"));
   assert_int_equal(gpa_deinit(&gpa), GPA_OK);
@@ -544,6 +580,7 @@ int main(void) {
     cmocka_unit_test_setup_teardown(test_alignment, gpa_testing_setup, gpa_testing_teardown),
     cmocka_unit_test_setup_teardown(test_zero_length_is_a_real_block, gpa_testing_setup, gpa_testing_teardown),
     cmocka_unit_test(test_default_instance_is_malloc),
+    cmocka_unit_test(test_default_instance_across_threads),
     cmocka_unit_test_setup_teardown(test_out_of_memory_is_null, gpa_testing_setup, gpa_testing_teardown),
     cmocka_unit_test(test_testing_allocator_fails_a_leaking_test),
     cmocka_unit_test(test_use_after_deinit_is_caught),
