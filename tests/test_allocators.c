@@ -45,6 +45,13 @@ static void assert_balanced(const gpa_failing_t *f) {
   assert_int_equal(f->allocated_bytes, f->freed_bytes);
 }
 
+/* An arena over a failing allocator that never fails: its counters show
+ * every chunk the arena takes and gives back. */
+static void arena_over_counter(gpa_arena_t *arena, gpa_failing_t *f) {
+  gpa_failing_init(f, gpa_libc_allocator(), NEVER, NEVER);
+  gpa_arena_init(arena, gpa_failing_allocator(f));
+}
+
 /* An allocator that records the last call it got, then passes it on to its
  * backing (the C library adapter unless a test says otherwise).  It can
  * refuse allocations without touching errno, and overwrite blocks as they
@@ -409,9 +416,8 @@ static void test_raw_free_ignores_null(void **state) {
 static void test_arena_many_small_allocations_in_growing_chunks(void **state) {
   (void)state;
   gpa_failing_t f;
-  gpa_failing_init(&f, gpa_libc_allocator(), NEVER, NEVER);
   gpa_arena_t arena;
-  gpa_arena_init(&arena, gpa_failing_allocator(&f));
+  arena_over_counter(&arena, &f);
   gpa_allocator_t a = gpa_arena_allocator(&arena);
   assert_int_equal(gpa_arena_capacity(&arena), 0);
 
@@ -450,9 +456,8 @@ static void test_arena_many_small_allocations_in_growing_chunks(void **state) {
 static void test_arena_honours_large_alignment(void **state) {
   (void)state;
   gpa_failing_t f;
-  gpa_failing_init(&f, gpa_libc_allocator(), NEVER, NEVER);
   gpa_arena_t arena;
-  gpa_arena_init(&arena, gpa_failing_allocator(&f));
+  arena_over_counter(&arena, &f);
   gpa_allocator_t a = gpa_arena_allocator(&arena);
   for (size_t align = 1; align <= (size_t)1 << 16; align *= 2) {
     uint8_t *p = gpa_raw_alloc(a, 3, align);
@@ -472,9 +477,8 @@ static void test_arena_honours_large_alignment(void **state) {
 static void test_arena_typed_helpers(void **state) {
   (void)state;
   gpa_failing_t f;
-  gpa_failing_init(&f, gpa_libc_allocator(), SIZE_MAX, SIZE_MAX);
   gpa_arena_t arena;
-  gpa_arena_init(&arena, gpa_failing_allocator(&f));
+  arena_over_counter(&arena, &f);
   gpa_allocator_t a = gpa_arena_allocator(&arena);
   uint64_t *prev = NULL;
   size_t adjacent = 0;
@@ -557,9 +561,8 @@ static void fill_arena_chunks(gpa_arena_t *arena, const gpa_failing_t *f) {
 static void test_arena_reset_free_all(void **state) {
   (void)state;
   gpa_failing_t f;
-  gpa_failing_init(&f, gpa_libc_allocator(), NEVER, NEVER);
   gpa_arena_t arena;
-  gpa_arena_init(&arena, gpa_failing_allocator(&f));
+  arena_over_counter(&arena, &f);
   fill_arena_chunks(&arena, &f);
   assert_true(gpa_arena_reset(&arena, GPA_ARENA_FREE_ALL, 0));
   assert_int_equal(gpa_arena_capacity(&arena), 0);
@@ -573,9 +576,8 @@ static void test_arena_reset_free_all(void **state) {
 static void test_arena_reset_retain_capacity(void **state) {
   (void)state;
   gpa_failing_t f;
-  gpa_failing_init(&f, gpa_libc_allocator(), NEVER, NEVER);
   gpa_arena_t arena;
-  gpa_arena_init(&arena, gpa_failing_allocator(&f));
+  arena_over_counter(&arena, &f);
   gpa_allocator_t a = gpa_arena_allocator(&arena);
   fill_arena_chunks(&arena, &f);
   size_t capacity = gpa_arena_capacity(&arena);
@@ -602,9 +604,8 @@ static void test_arena_reset_retain_with_limit(void **state) {
   (void)state;
   enum { LIMIT = 8192 };
   gpa_failing_t f;
-  gpa_failing_init(&f, gpa_libc_allocator(), NEVER, NEVER);
   gpa_arena_t arena;
-  gpa_arena_init(&arena, gpa_failing_allocator(&f));
+  arena_over_counter(&arena, &f);
   gpa_allocator_t a = gpa_arena_allocator(&arena);
   fill_arena_chunks(&arena, &f);
   assert_true(gpa_arena_capacity(&arena) > LIMIT);
@@ -659,9 +660,8 @@ static void test_arena_reset_failure_leaves_arena_usable(void **state) {
 static void test_arena_deinit_returns_every_chunk(void **state) {
   (void)state;
   gpa_failing_t f;
-  gpa_failing_init(&f, gpa_libc_allocator(), NEVER, NEVER);
   gpa_arena_t arena;
-  gpa_arena_init(&arena, gpa_failing_allocator(&f));
+  arena_over_counter(&arena, &f);
   gpa_allocator_t a = gpa_arena_allocator(&arena);
   for (size_t i = 0; i < 5000; i++) assert_non_null(gpa_raw_alloc(a, 1 + i % 300, 8));
   assert_true(gpa_arena_reset(&arena, GPA_ARENA_RETAIN_CAPACITY, 0));
