@@ -248,8 +248,9 @@ bool gpa_owns(gpa_t *gpa, const void *ptr);
 /*
  * Allocations are carved from chunks taken from the backing allocator, each
  * bigger than the last; individual frees are no-ops except for the most
- * recent allocation, whose memory is reclaimed (and which can also grow or
- * shrink in place).  Everything goes at once at reset or deinit.  Prefer an
+ * recent allocation (the one ending where the next would start), whose
+ * memory is reclaimed (and which can also grow or shrink in place); blocks
+ * freed in the reverse order of their allocation all come back.  Everything goes at once at reset or deinit.  Prefer an
  * arena for many small objects that die together: a parse tree, a request,
  * a frame.  Single-threaded.
  */
@@ -259,7 +260,6 @@ typedef struct gpa_arena {
   gpa_arena_chunk_t *chunks; /* newest first */
   uintptr_t cursor;          /* next free byte in the newest chunk */
   uintptr_t end;             /* end of the newest chunk */
-  uintptr_t last;            /* start of the most recent allocation, or 0 */
 } gpa_arena_t;
 
 typedef enum gpa_arena_reset_mode {
@@ -273,7 +273,6 @@ typedef enum gpa_arena_reset_mode {
 static inline void *gpa_arena_bump_(struct gpa_arena *arena, size_t len, size_t alignment) {
   uintptr_t start = (arena->cursor + (alignment - 1)) & ~(uintptr_t)(alignment - 1);
   if (start < arena->cursor || start > arena->end || arena->end - start < len) return NULL;
-  arena->last = start;
   arena->cursor = start + len;
   return (void *)start;
 }

@@ -75,7 +75,6 @@ static void free_chunks(gpa_arena_t *arena, gpa_arena_chunk_t *chunk, void *ret_
 /* Make `chunk` (or nothing) the arena's only chunk, with nothing allocated. */
 static void install_only_chunk(gpa_arena_t *arena, gpa_arena_chunk_t *chunk) {
   arena->chunks = chunk;
-  arena->last = 0;
   if (chunk == NULL) {
     arena->cursor = 0;
     arena->end = 0;
@@ -130,7 +129,6 @@ static uintptr_t fit_in_newest(const gpa_arena_t *arena, size_t len, size_t alig
 static GPA_NOINLINE void *arena_alloc_slow(gpa_arena_t *arena, size_t len, size_t alignment, void *ret_addr) {
   if (!add_chunk(arena, len, alignment, ret_addr)) return NULL;
   uintptr_t start = fit_in_newest(arena, len, alignment);
-  arena->last = start;
   arena->cursor = start + len;
   return (void *)start;
 }
@@ -142,13 +140,21 @@ static void *arena_alloc(void *ctx, size_t len, size_t alignment, void *ret_addr
   return GPA_LIKELY(p != NULL) ? p : arena_alloc_slow(arena, len, alignment, ret_addr);
 }
 
+/* The most recent allocation is the one that ends at the cursor: sized
+ * frees and resizes say where a block ends, so the arena needs no record of
+ * it (and blocks freed in reverse order all come back).  Zero-byte blocks
+ * were served as one byte. */
+static bool is_most_recent(const gpa_arena_t *arena, uintptr_t block, size_t len) {
+  return block != 0 && block + (len != 0 ? len : 1) == arena->cursor;
+}
+
 static bool arena_resize(void *ctx, void *ptr, size_t old_len, size_t alignment, size_t new_len,
                          void *ret_addr) {
   (void)alignment;
   (void)ret_addr;
   gpa_arena_t *arena = ctx;
   uintptr_t block = (uintptr_t)ptr;
-  if (block != arena->last || block == 0) return new_len <= old_len; /* nothing to give back */
+  if (!is_most_recent(arena, block, old_len)) return new_len <= old_len; /* nothing to give back */
   if (new_len == 0) new_len = 1;
   if (new_len > arena->end - block) return false;
   arena->cursor = block + new_len;
@@ -161,13 +167,10 @@ static void *arena_remap(void *ctx, void *ptr, size_t old_len, size_t alignment,
 }
 
 static void arena_free(void *ctx, void *ptr, size_t len, size_t alignment, void *ret_addr) {
-  (void)len;
   (void)alignment;
   (void)ret_addr;
   gpa_arena_t *arena = ctx;
-  if ((uintptr_t)ptr != arena->last || arena->last == 0) return;
-  arena->cursor = arena->last;
-  arena->last = 0; /* the allocation before it is not tracked */
+  if (is_most_recent(arena, (uintptr_t)ptr, len)) arena->cursor = (uintptr_t)ptr;
 }
 
 GPA_EXPORT const gpa_allocator_vtable_t gpa_arena_vtable = {

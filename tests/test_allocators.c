@@ -518,6 +518,12 @@ static void test_arena_free_of_last_allocation_reclaims(void **state) {
   void *third = gpa_raw_alloc(a, 100, 0);
   assert_true(third != first);
   assert_true((uintptr_t)third > (uintptr_t)again);
+  /* Blocks freed in the reverse order of their allocation all come back. */
+  void *x = gpa_raw_alloc(a, 32, 16), *y = gpa_raw_alloc(a, 48, 16), *z = gpa_raw_alloc(a, 16, 16);
+  gpa_raw_free(a, z, 16, 16);
+  gpa_raw_free(a, y, 48, 16);
+  gpa_raw_free(a, x, 32, 16);
+  assert_ptr_equal(gpa_raw_alloc(a, 96, 16), x);
   gpa_arena_deinit(&arena);
 }
 
