@@ -83,6 +83,32 @@ static inline void var_free(enum variant v, void *p, size_t size) {
   gpa_free(allocators[v], (unsigned char *)p, size);
 }
 
+/* Each workload's loop is written once as a macro over ALLOC(size) and
+ * FREE(p, size) and expanded for each variant, so no variant pays for
+ * choosing among them inside the loop (what a program calling one
+ * allocator would do). */
+#define FOR_EACH_VARIANT(v, LOOP)                                             \
+  do {                                                                        \
+    gpa_allocator_t a_ = allocators[v];                                       \
+    switch (v) {                                                              \
+    case V_MALLOC: LOOP(malloc(size_), free(p_)); break;                      \
+    case V_GLIBC: LOOP(glibc_malloc(size_), glibc_free(p_)); break;           \
+    default:                                                                  \
+      LOOP(gpa_alloc(a_, unsigned char, size_), gpa_free(a_, (unsigned char *)p_, size_)); \
+      break;                                                                  \
+    }                                                                         \
+  } while (0)
+
+#define PAIRS_LOOP(ALLOC, FREE)                                               \
+  for (long i = 0; i < steps; i++) {                                          \
+    size_t size_ = 16 + (size_t)(i % PAIR_SIZES) * 16;                        \
+    unsigned char *p_ = (ALLOC);                                              \
+    if (p_ == NULL) bench_die();                                              \
+    p_[0] = (unsigned char)i;                                                 \
+    sum += p_[0];                                                             \
+    FREE;                                                                     \
+  }
+
 static double run_pairs(enum variant v, long steps) {
   /* One block of each size stays live throughout, as in a program whose
    * heap holds other blocks: without it every free would empty its slab,
@@ -90,44 +116,46 @@ static double run_pairs(enum variant v, long steps) {
   void *held[PAIR_SIZES];
   for (size_t k = 0; k < PAIR_SIZES; k++)
     if ((held[k] = var_alloc(v, 16 + k * 16)) == NULL) bench_die();
+  uint64_t sum = 0;
   struct timespec t0, t1;
   clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t0);
-  for (long i = 0; i < steps; i++) {
-    size_t size = 16 + (size_t)(i % PAIR_SIZES) * 16;
-    unsigned char *p = var_alloc(v, size);
-    if (p == NULL) bench_die();
-    p[0] = (unsigned char)i;
-    checksum += p[0];
-    var_free(v, p, size);
-  }
+  FOR_EACH_VARIANT(v, PAIRS_LOOP);
   clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t1);
   for (size_t k = 0; k < PAIR_SIZES; k++) var_free(v, held[k], 16 + k * 16);
+  checksum += sum;
   return elapsed_ns(&t0, &t1) / (double)steps;
 }
+
+#define WINDOW_LOOP(ALLOC, FREE)                                              \
+  for (long i = 0; i < steps; i++) {                                          \
+    uint64_t r = xorshift64s(&rng);                                           \
+    size_t k = r % WINDOW_SLOTS;                                              \
+    if (slots[k] != NULL) {                                                   \
+      unsigned char *p_ = slots[k];                                           \
+      size_t size_ = sizes[k];                                                \
+      sum += p_[size_ - 1];                                                   \
+      FREE;                                                                   \
+    }                                                                         \
+    size_t size_ = sizes[k] = 16 + (size_t)(r >> 32) % 497;                   \
+    unsigned char *p_ = slots[k] = (ALLOC);                                   \
+    if (p_ == NULL) bench_die();                                              \
+    p_[size_ - 1] = (unsigned char)r;                                         \
+  }
 
 static double run_window(enum variant v, long steps) {
   static unsigned char *slots[WINDOW_SLOTS];
   static size_t sizes[WINDOW_SLOTS];
   uint64_t rng = 0x77696e646f77ULL;
+  uint64_t sum = 0;
   struct timespec t0, t1;
   clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t0);
-  for (long i = 0; i < steps; i++) {
-    uint64_t r = xorshift64s(&rng);
-    size_t k = r % WINDOW_SLOTS;
-    if (slots[k] != NULL) {
-      checksum += slots[k][sizes[k] - 1];
-      var_free(v, slots[k], sizes[k]);
-    }
-    sizes[k] = 16 + (size_t)(r >> 32) % 497;
-    slots[k] = var_alloc(v, sizes[k]);
-    if (slots[k] == NULL) bench_die();
-    slots[k][sizes[k] - 1] = (unsigned char)r;
-  }
+  FOR_EACH_VARIANT(v, WINDOW_LOOP);
   for (size_t k = 0; k < WINDOW_SLOTS; k++) {
     if (slots[k] != NULL) var_free(v, slots[k], sizes[k]);
     slots[k] = NULL;
   }
   clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t1);
+  checksum += sum;
   return elapsed_ns(&t0, &t1) / (double)steps;
 }
 
@@ -135,32 +163,45 @@ static double run_window(enum variant v, long steps) {
  * them all with one reset (keeping its capacity for the next round). */
 static long arena_objects;
 
+/* One round's allocations, with ALLOC(size) as the allocation: the loop is
+ * written out for each variant so none pays for choosing among them. */
+#define ARENA_FILL(ALLOC)                                \
+  for (long i = 0; i < arena_objects; i++) {             \
+    size_t size = 16 + (size_t)(i & 3) * 16;             \
+    unsigned char *p = (ALLOC);                          \
+    if (p == NULL) bench_die();                          \
+    p[0] = (unsigned char)i;                             \
+    sum += p[0];                                         \
+    objects[i] = p;                                      \
+  }
+
 static double run_arena(enum variant v, long rounds) {
   static void *objects[ARENA_OBJECTS_MAX];
   gpa_arena_t arena;
-  if (v == V_ARENA) {
-    gpa_arena_init(&arena, allocators[V_GPA]);
-    allocators[V_ARENA] = gpa_arena_allocator(&arena);
-  }
+  gpa_arena_init(&arena, allocators[V_GPA]);
+  gpa_allocator_t a = gpa_arena_allocator(&arena);
+  uint64_t sum = 0;
   struct timespec t0, t1;
   clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t0);
   for (long r = 0; r < rounds; r++) {
-    for (long i = 0; i < arena_objects; i++) {
-      size_t size = 16 + (size_t)(i & 3) * 16;
-      unsigned char *p = var_alloc(v, size);
-      if (p == NULL) bench_die();
-      p[0] = (unsigned char)i;
-      checksum += p[0];
-      objects[i] = p;
-    }
-    if (v == V_ARENA) {
+    switch (v) {
+    case V_MALLOC:
+      ARENA_FILL(malloc(size));
+      for (long i = 0; i < arena_objects; i++) free(objects[i]);
+      break;
+    case V_GLIBC:
+      ARENA_FILL(glibc_malloc(size));
+      for (long i = 0; i < arena_objects; i++) glibc_free(objects[i]);
+      break;
+    default:
+      ARENA_FILL(gpa_alloc(a, unsigned char, size));
       gpa_arena_reset(&arena, GPA_ARENA_RETAIN_CAPACITY, 0);
-    } else {
-      for (long i = 0; i < arena_objects; i++) var_free(v, objects[i], 16 + (size_t)(i & 3) * 16);
+      break;
     }
   }
   clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t1);
-  if (v == V_ARENA) gpa_arena_deinit(&arena);
+  gpa_arena_deinit(&arena);
+  checksum += sum;
   return elapsed_ns(&t0, &t1) / (double)(rounds * arena_objects);
 }
 
