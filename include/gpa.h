@@ -250,9 +250,9 @@ bool gpa_owns(gpa_t *gpa, const void *ptr);
  * bigger than the last; individual frees are no-ops except for the most
  * recent allocation (the one ending where the next would start), whose
  * memory is reclaimed (and which can also grow or shrink in place); blocks
- * freed in the reverse order of their allocation all come back.  Everything goes at once at reset or deinit.  Prefer an
- * arena for many small objects that die together: a parse tree, a request,
- * a frame.  Single-threaded.
+ * freed in the reverse order of their allocation all come back.  Everything
+ * goes at once at reset or deinit.  Prefer an arena for many small objects
+ * that die together: a parse tree, a request, a frame.  Single-threaded.
  */
 typedef struct gpa_arena_chunk gpa_arena_chunk_t;
 typedef struct gpa_arena {
@@ -277,9 +277,13 @@ static inline void *gpa_arena_bump_(struct gpa_arena *arena, size_t len, size_t 
   return (void *)start;
 }
 
+/* An empty arena whose chunks will come from `backing` (which must outlive
+ * it); takes no memory until the first allocation. */
 void gpa_arena_init(gpa_arena_t *arena, gpa_allocator_t backing);
 /* Free every chunk; the arena may be initialised again afterwards. */
 void gpa_arena_deinit(gpa_arena_t *arena);
+/* The arena's allocator value; valid until gpa_arena_deinit.  A failed
+ * allocation (backing out of memory) is NULL. */
 gpa_allocator_t gpa_arena_allocator(gpa_arena_t *arena);
 /* Forget every allocation.  With a RETAIN mode the capacity is kept in one
  * chunk (false when taking that chunk failed: the arena is then reset with
@@ -302,10 +306,14 @@ typedef struct gpa_fixed_buffer {
   size_t last;      /* offset of the most recent allocation (SIZE_MAX: none) */
 } gpa_fixed_buffer_t;
 
+/* Allocate from the caller's `size` bytes at `buffer`, which stay the
+ * caller's: nothing is freed at the end. */
 void gpa_fixed_buffer_init(gpa_fixed_buffer_t *fb, void *buffer, size_t size);
+/* The buffer's allocator value; valid while `fb` and the buffer live. */
 gpa_allocator_t gpa_fixed_buffer_allocator(gpa_fixed_buffer_t *fb);
 /* Whether `ptr` lies inside the buffer's allocated part. */
 bool gpa_fixed_buffer_owns(const gpa_fixed_buffer_t *fb, const void *ptr);
+/* Forget every allocation: the whole buffer is free again. */
 void gpa_fixed_buffer_reset(gpa_fixed_buffer_t *fb);
 
 /* ======================================================================== *
@@ -329,7 +337,9 @@ typedef struct gpa_failing {
   bool has_induced_failure;
 } gpa_failing_t;
 
+/* Counters at zero; `backing` must outlive `f`. */
 void gpa_failing_init(gpa_failing_t *f, gpa_allocator_t backing, size_t fail_index, size_t resize_fail_index);
+/* The failing allocator's value; failed calls return NULL / false. */
 gpa_allocator_t gpa_failing_allocator(gpa_failing_t *f);
 
 /* ======================================================================== *
@@ -347,7 +357,7 @@ gpa_allocator_t gpa_libc_allocator(void);
 
 /* A gpa_t for a unit test: gpa_testing_init sets one up (thread-safe
  * defaults); gpa_testing_check tears it down, prints one line per problem
- * to stderr ("gpa: test leaked 3 allocation(s), 96 byte(s)") and returns
+ * to stderr ("gpa: <test_name>: leaked 3 allocation(s), 96 byte(s)") and returns
  * false when anything leaked.  <gpa_testing.h> wraps the two as cmocka
  * fixtures that fail the test. */
 int gpa_testing_init(gpa_t *gpa);
@@ -369,6 +379,8 @@ typedef struct gpa_array {
   gpa_allocator_t allocator;
 } gpa_array_t;
 
+/* An empty array of `elem_size`-byte elements aligned to `elem_align` (a
+ * power of two); allocates nothing yet.  `a` must outlive the array. */
 void gpa_array_init(gpa_array_t *arr, gpa_allocator_t a, size_t elem_size, size_t elem_align);
 #define gpa_array_init_typed(arr, a, T) gpa_array_init((arr), (a), sizeof(T), _Alignof(T))
 /* Free the elements; the array is empty (and reusable) afterwards. */
