@@ -171,8 +171,15 @@ void os_move_pages(void *from, size_t size, void *to) {
 }
 
 uintptr_t os_random_word(void) {
-  const uintptr_t *r = (const uintptr_t *)getauxval(AT_RANDOM);
-  uintptr_t x = r ? r[0] ^ r[1] : 0;
+  /* AT_RANDOM points at 16 random bytes with no alignment promised: copy
+   * them rather than load them as words. */
+  const void *random_bytes = (const void *)getauxval(AT_RANDOM);
+  uintptr_t x = 0;
+  if (random_bytes != NULL) {
+    uintptr_t words[2];
+    memcpy(words, random_bytes, sizeof words);
+    x = words[0] ^ words[1];
+  }
   /* Mix in an address so the key differs between runs even without AT_RANDOM. */
   x ^= (uintptr_t)&page_size_cached * 0x9E3779B97F4A7C15ull;
   return x | 1;
