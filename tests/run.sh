@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The test command: installs what the tests need when it is missing, then
-# builds and runs the whole suite twice, on the release build and on the
-# checked build (internal invariant checks compiled in).  Warnings are errors.
+# builds and runs the whole suite on the release build and on the checked
+# build (internal invariant checks compiled in), and the library's own tests
+# on the checked build under UBSan.  Warnings are errors.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -34,3 +35,13 @@ for variant in release checked; do
   cmake --build "$dir" -j "$jobs"
   ctest --test-dir "$dir" --output-on-failure -j "$jobs"
 done
+
+# Third: the checked build with undefined-behaviour checks that abort.  The
+# scripts that preload the library into other programs or install it are
+# left to the builds above: they test packaging, not the library's code.
+dir=build-test-ubsan
+echo "== checked build under -fsanitize=undefined ($dir)"
+cmake -S . -B "$dir" -DCMAKE_BUILD_TYPE=Release -DGPA_WERROR=ON -DGPA_CHECKED=ON -DGPA_BUILD_BENCH=OFF \
+  -DCMAKE_C_FLAGS="-fsanitize=undefined -fno-sanitize-recover=undefined" >/dev/null
+cmake --build "$dir" -j "$jobs"
+ctest --test-dir "$dir" --output-on-failure -j "$jobs" -E "real_programs|preload_startup|install_consumer"
