@@ -57,7 +57,6 @@ struct block {
 };
 
 struct worker {
-    pthread_t thread;
     unsigned id;
     uint64_t steps;
     uint64_t rng;
@@ -65,8 +64,6 @@ struct worker {
     struct block *live; /* WINDOW entries */
 };
 
-static pthread_barrier_t start_barrier;
-static int use_barrier;
 
 static inline uint64_t below(uint64_t *s, uint64_t n)
 {
@@ -140,8 +137,7 @@ static void *worker_main(void *arg)
     struct block *live = w->live;
     size_t n = 0;
 
-    if (use_barrier)
-        pthread_barrier_wait(&start_barrier);
+    bench_wait_start();
 
     for (uint64_t s = 0; s < w->steps; s++) {
         if (below(&w->rng, WINDOW) >= n) {
@@ -217,27 +213,7 @@ int main(int argc, char **argv)
     struct timespec t0, t1;
     clock_gettime(CLOCK_MONOTONIC, &t0);
 
-    if (threads == 1) {
-        worker_main(&workers[0]);
-    } else {
-        use_barrier = 1;
-        if (pthread_barrier_init(&start_barrier, NULL, (unsigned)threads)) {
-            fprintf(stderr, "alloc_test: pthread_barrier_init failed\n");
-            return 1;
-        }
-        for (long t = 0; t < threads; t++) {
-            int e = pthread_create(&workers[t].thread, NULL, worker_main,
-                                   &workers[t]);
-            if (e != 0) {
-                fprintf(stderr, "alloc_test: pthread_create: %s\n",
-                        strerror(e));
-                return 1;
-            }
-        }
-        for (long t = 0; t < threads; t++)
-            pthread_join(workers[t].thread, NULL);
-        pthread_barrier_destroy(&start_barrier);
-    }
+    bench_run_workers("alloc_test", worker_main, workers, sizeof workers[0], threads, 1);
 
     clock_gettime(CLOCK_MONOTONIC, &t1);
 

@@ -3,6 +3,7 @@
 #define GPA_BENCH_SUPPORT_H
 
 #include <errno.h>
+#include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -125,6 +126,63 @@ static inline double elapsed_ns(const struct timespec *t0,
 {
     return (double)(t1->tv_sec - t0->tv_sec) * 1e9 +
            (double)(t1->tv_nsec - t0->tv_nsec);
+}
+
+/*
+ * Worker threads that start together.  bench_run_workers runs fn on each of
+ * `count` items lying `stride` bytes apart from `items`: on the calling
+ * thread when there is one item and `inline_one` is set, else one thread
+ * each.  Every fn begins with bench_wait_start(), which holds the threads
+ * until all of them exist (and does nothing without threads).  A thread
+ * that cannot be made ends the program with a diagnostic naming `prog`.
+ */
+struct bench_start {
+    pthread_barrier_t barrier;
+    int used;
+};
+
+static inline struct bench_start *bench_start_state(void)
+{
+    static struct bench_start state;
+    return &state;
+}
+
+static inline void bench_wait_start(void)
+{
+    struct bench_start *start = bench_start_state();
+    if (start->used)
+        pthread_barrier_wait(&start->barrier);
+}
+
+static inline void bench_run_workers(const char *prog, void *(*fn)(void *),
+                                     void *items, size_t stride, long count,
+                                     int inline_one)
+{
+    if (count == 1 && inline_one) {
+        fn(items);
+        return;
+    }
+    struct bench_start *start = bench_start_state();
+    pthread_t *threads = calloc((size_t)count, sizeof *threads);
+    if (threads == NULL ||
+        pthread_barrier_init(&start->barrier, NULL, (unsigned)count)) {
+        fprintf(stderr, "%s: cannot set up %ld threads\n", prog, count);
+        bench_die();
+    }
+    start->used = 1;
+    for (long t = 0; t < count; t++) {
+        int e = pthread_create(&threads[t], NULL, fn,
+                               (char *)items + (size_t)t * stride);
+        if (e != 0) {
+            fprintf(stderr, "%s: pthread_create: %s\n", prog, strerror(e));
+            bench_die();
+        }
+    }
+    for (long t = 0; t < count; t++)
+        pthread_join(threads[t], NULL);
+    pthread_barrier_destroy(&start->barrier);
+    start->used = 0;
+    free(threads);
 }
 
 #endif /* GPA_BENCH_SUPPORT_H */

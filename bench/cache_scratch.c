@@ -50,7 +50,6 @@
 #define MAX_SIZE (1L << 20)
 
 struct worker {
-    pthread_t thread;
     unsigned id;
     unsigned char *given;  /* the object the main thread allocated */
     size_t size;
@@ -61,7 +60,6 @@ struct worker {
     int failed;
 };
 
-static pthread_barrier_t start_barrier;
 
 /* The pattern the main thread writes into worker id's handed-over object. */
 static inline unsigned char given_byte(unsigned id, size_t k)
@@ -75,7 +73,7 @@ static void *worker_main(void *arg)
     const size_t size = w->size;
     const uint64_t reps = w->repetitions;
 
-    pthread_barrier_wait(&start_barrier);
+    bench_wait_start();
 
     for (size_t k = 0; k < size; k++) {
         if (w->given[k] != given_byte(w->id, k)) {
@@ -171,26 +169,10 @@ int main(int argc, char **argv)
             w->given[k] = given_byte(w->id, (size_t)k);
     }
 
-    if (pthread_barrier_init(&start_barrier, NULL, (unsigned)threads)) {
-        fprintf(stderr, "cache_scratch: pthread_barrier_init failed\n");
-        return 1;
-    }
-
     struct timespec t0, t1;
     clock_gettime(CLOCK_MONOTONIC, &t0);
-    for (long t = 0; t < threads; t++) {
-        int e = pthread_create(&workers[t].thread, NULL, worker_main,
-                               &workers[t]);
-        if (e) {
-            fprintf(stderr, "cache_scratch: pthread_create: %s\n",
-                    strerror(e));
-            return 1;
-        }
-    }
-    for (long t = 0; t < threads; t++)
-        pthread_join(workers[t].thread, NULL);
+    bench_run_workers("cache_scratch", worker_main, workers, sizeof workers[0], threads, 0);
     clock_gettime(CLOCK_MONOTONIC, &t1);
-    pthread_barrier_destroy(&start_barrier);
 
     uint64_t writes = 0, checksum = 0;
     int failed = 0;

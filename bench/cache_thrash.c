@@ -46,7 +46,6 @@
 #define MAX_SIZE (1L << 20)
 
 struct worker {
-    pthread_t thread;
     unsigned id;
     size_t size;
     uint64_t iterations;
@@ -56,7 +55,6 @@ struct worker {
     int failed;
 };
 
-static pthread_barrier_t start_barrier;
 
 static void *worker_main(void *arg)
 {
@@ -66,7 +64,7 @@ static void *worker_main(void *arg)
     uint64_t seed = mix64(0x7a7aULL + w->id);
     uint64_t sum = 0;
 
-    pthread_barrier_wait(&start_barrier);
+    bench_wait_start();
 
     for (uint64_t i = 0; i < w->iterations; i++) {
         unsigned char *p = malloc(size);
@@ -139,26 +137,10 @@ int main(int argc, char **argv)
         w->repetitions = (uint64_t)reps;
     }
 
-    if (pthread_barrier_init(&start_barrier, NULL, (unsigned)threads)) {
-        fprintf(stderr, "cache_thrash: pthread_barrier_init failed\n");
-        return 1;
-    }
-
     struct timespec t0, t1;
     clock_gettime(CLOCK_MONOTONIC, &t0);
-    for (long t = 0; t < threads; t++) {
-        int e = pthread_create(&workers[t].thread, NULL, worker_main,
-                               &workers[t]);
-        if (e) {
-            fprintf(stderr, "cache_thrash: pthread_create: %s\n",
-                    strerror(e));
-            return 1;
-        }
-    }
-    for (long t = 0; t < threads; t++)
-        pthread_join(workers[t].thread, NULL);
+    bench_run_workers("cache_thrash", worker_main, workers, sizeof workers[0], threads, 0);
     clock_gettime(CLOCK_MONOTONIC, &t1);
-    pthread_barrier_destroy(&start_barrier);
 
     uint64_t writes = 0, checksum = 0;
     int failed = 0;

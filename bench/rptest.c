@@ -78,7 +78,6 @@ struct inbox {
 
 /* Aligned so that no two threads' data share a cache line. */
 struct worker {
-    pthread_t thread;
     unsigned id;
     uint64_t iterations;
     uint64_t allocs;
@@ -91,7 +90,6 @@ struct worker {
 
 static struct inbox inboxes[MAX_THREADS] __attribute__((aligned(64)));
 static struct worker workers[MAX_THREADS];
-static pthread_barrier_t start_barrier;
 static long nthreads;
 static size_t min_size = 16, max_size = 1000;
 static unsigned cross_permille = 100;
@@ -201,7 +199,7 @@ static void *worker_main(void *arg)
     struct worker *w = arg;
     uint64_t rng = mix64(0x4970ULL + w->id) | 1;
 
-    pthread_barrier_wait(&start_barrier);
+    bench_wait_start();
 
     for (uint64_t it = 0; it < w->iterations; it++) {
         drain_inbox(&inboxes[w->id], "thread", w->id, &w->frees,
@@ -264,23 +262,9 @@ int main(int argc, char **argv)
         if (workers[t].iterations == 0)
             workers[t].iterations = 1;
     }
-    if (pthread_barrier_init(&start_barrier, NULL, (unsigned)nthreads)) {
-        fprintf(stderr, "rptest: pthread_barrier_init failed\n");
-        return 1;
-    }
-
     struct timespec t0, t1;
     clock_gettime(CLOCK_MONOTONIC, &t0);
-    for (long t = 0; t < nthreads; t++) {
-        int e = pthread_create(&workers[t].thread, NULL, worker_main,
-                               &workers[t]);
-        if (e) {
-            fprintf(stderr, "rptest: pthread_create: %s\n", strerror(e));
-            return 1;
-        }
-    }
-    for (long t = 0; t < nthreads; t++)
-        pthread_join(workers[t].thread, NULL);
+    bench_run_workers("rptest", worker_main, workers, sizeof workers[0], nthreads, 0);
 
     uint64_t allocs = 0, bytes = 0, alloc_sum = 0, frees = 0, free_sum = 0;
     for (long t = 0; t < nthreads; t++) {
@@ -298,7 +282,6 @@ int main(int argc, char **argv)
         free_sum += w->free_sum;
     }
     clock_gettime(CLOCK_MONOTONIC, &t1);
-    pthread_barrier_destroy(&start_barrier);
 
     if (frees != allocs || free_sum != alloc_sum) {
         fprintf(stderr, "rptest: %" PRIu64 " blocks allocated, %" PRIu64

@@ -56,7 +56,6 @@ static const unsigned batches[] = { 100, 1000 };
 static unsigned short mixed_sizes[MIXED_TABLE];
 
 struct worker {
-    pthread_t thread;
     unsigned id;
     uint64_t rounds_per_k[MAX_BATCH + 1]; /* indexed by batch size */
     uint64_t ops;
@@ -64,8 +63,6 @@ struct worker {
     int failed;
 };
 
-static pthread_barrier_t start_barrier;
-static int use_barrier;
 
 static void fill_mixed_table(void)
 {
@@ -143,8 +140,7 @@ static void *worker_main(void *arg)
     unsigned char *slots[MAX_BATCH];
     unsigned vidx = 0;
 
-    if (use_barrier)
-        pthread_barrier_wait(&start_barrier);
+    bench_wait_start();
 
     for (size_t s = 0; s < sizeof sizes / sizeof sizes[0]; s++) {
         for (size_t b = 0; b < sizeof batches / sizeof batches[0]; b++) {
@@ -206,27 +202,7 @@ int main(int argc, char **argv)
     struct timespec t0, t1;
     clock_gettime(CLOCK_MONOTONIC, &t0);
 
-    if (threads == 1) {
-        worker_main(&workers[0]);
-    } else {
-        use_barrier = 1;
-        if (pthread_barrier_init(&start_barrier, NULL, (unsigned)threads)) {
-            fprintf(stderr, "simple_loop: pthread_barrier_init failed\n");
-            return 1;
-        }
-        for (long t = 0; t < threads; t++) {
-            int e = pthread_create(&workers[t].thread, NULL, worker_main,
-                                   &workers[t]);
-            if (e != 0) {
-                fprintf(stderr, "simple_loop: pthread_create: %s\n",
-                        strerror(e));
-                return 1;
-            }
-        }
-        for (long t = 0; t < threads; t++)
-            pthread_join(workers[t].thread, NULL);
-        pthread_barrier_destroy(&start_barrier);
-    }
+    bench_run_workers("simple_loop", worker_main, workers, sizeof workers[0], threads, 1);
 
     clock_gettime(CLOCK_MONOTONIC, &t1);
 
