@@ -175,19 +175,14 @@ int main(int argc, char **argv)
 {
     double scale = 1.0;
     long threads = 1;
-    char *end;
 
     if (argc > 3)
         usage();
     if (argc > 1) {
-        scale = strtod(argv[1], &end);
-        if (*end != '\0' || !(scale > 0.0) || scale > 1e6)
-            usage();
+        scale = parse_scale(argv[1], usage);
     }
     if (argc > 2) {
-        threads = strtol(argv[2], &end, 10);
-        if (*end != '\0' || threads < 1 || threads > MAX_THREADS)
-            usage();
+        threads = parse_long(argv[2], 1, MAX_THREADS, usage);
     }
 
     uint64_t steps = (uint64_t)(BASE_STEPS * scale + 0.5);

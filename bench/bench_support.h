@@ -120,6 +120,19 @@ static inline long parse_long(const char *s, long min, long max,
     return v;
 }
 
+/*
+ * A work scale: a number in (0, 1e6]; anything else calls usage(), which
+ * does not return.
+ */
+static inline double parse_scale(const char *s, void (*usage)(void))
+{
+    char *end;
+    double v = strtod(s, &end);
+    if (*end != '\0' || !(v > 0.0) || v > 1e6)
+        usage();
+    return v;
+}
+
 /* Nanoseconds from t0 to t1 (CLOCK_MONOTONIC readings). */
 static inline double elapsed_ns(const struct timespec *t0,
                                 const struct timespec *t1)

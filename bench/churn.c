@@ -346,7 +346,6 @@ int main(int argc, char **argv)
 {
     const char *mode = "cfrac";
     double scale = 1.0;
-    char *end;
 
     if (argc > 3)
         usage();
@@ -355,9 +354,7 @@ int main(int argc, char **argv)
     if (strcmp(mode, "cfrac") != 0 && strcmp(mode, "espresso") != 0)
         usage();
     if (argc > 2) {
-        scale = strtod(argv[2], &end);
-        if (*end != '\0' || !(scale > 0.0) || scale > 1e6)
-            usage();
+        scale = parse_scale(argv[2], usage);
     }
 
     int cfrac = strcmp(mode, "cfrac") == 0;

@@ -115,19 +115,14 @@ static void usage(void)
 int main(int argc, char **argv)
 {
     long iters = 3000, nslots = 20;
-    char *end;
 
     if (argc > 3)
         usage();
     if (argc > 1) {
-        iters = strtol(argv[1], &end, 10);
-        if (*end != '\0' || iters < 1 || iters > 100000000L)
-            usage();
+        iters = parse_long(argv[1], 1, 100000000L, usage);
     }
     if (argc > 2) {
-        nslots = strtol(argv[2], &end, 10);
-        if (*end != '\0' || nslots < 1 || nslots > 1024)
-            usage();
+        nslots = parse_long(argv[2], 1, 1024, usage);
     }
 
     struct slot *slots = calloc((size_t)nslots, sizeof *slots);

@@ -126,19 +126,6 @@ static void usage(void)
     exit(2);
 }
 
-static unsigned long parse_ulong(const char *s, unsigned long max)
-{
-    char *end;
-    unsigned long v;
-
-    errno = 0;
-    v = strtoul(s, &end, 10);
-    if (errno != 0 || end == s || *end != '\0' || v == 0 || v > max ||
-        s[0] == '-')
-        usage();
-    return v;
-}
-
 int main(int argc, char **argv)
 {
     int baseline = 0;
@@ -158,7 +145,7 @@ int main(int argc, char **argv)
         arg++;
     }
     if (arg < argc)
-        pairs = parse_ulong(argv[arg++], 1ul << 40);
+        pairs = (unsigned long)parse_long(argv[arg++], 1, 1L << 40, usage);
     if (pairs % BATCH != 0)
         usage();
     if (arg < argc) {
@@ -166,7 +153,7 @@ int main(int argc, char **argv)
         while (arg < argc) {
             if (nsizes == MAX_SIZES)
                 usage();
-            sizes[nsizes++] = parse_ulong(argv[arg++], MAX_SIZE);
+            sizes[nsizes++] = (size_t)parse_long(argv[arg++], 1, MAX_SIZE, usage);
         }
     }
 

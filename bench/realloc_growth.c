@@ -361,7 +361,6 @@ int main(int argc, char **argv)
 {
     const char *mode = "vectors";
     double scale = 1.0;
-    char *end;
 
     if (argc > 3)
         usage();
@@ -371,9 +370,7 @@ int main(int argc, char **argv)
             usage();
     }
     if (argc > 2) {
-        scale = strtod(argv[2], &end);
-        if (*end != '\0' || !(scale > 0.0) || scale > 1e6)
-            usage();
+        scale = parse_scale(argv[2], usage);
     }
 
     int vectors = strcmp(mode, "vectors") == 0;

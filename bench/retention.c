@@ -146,19 +146,14 @@ static void usage(void)
 int main(int argc, char **argv)
 {
     long mib = 300, rounds = 500;
-    char *end;
 
     if (argc > 3)
         usage();
     if (argc > 1) {
-        mib = strtol(argv[1], &end, 10);
-        if (*end != '\0' || mib < 1 || mib > 65536)
-            usage();
+        mib = parse_long(argv[1], 1, 65536, usage);
     }
     if (argc > 2) {
-        rounds = strtol(argv[2], &end, 10);
-        if (*end != '\0' || rounds < 0 || rounds > 1000000)
-            usage();
+        rounds = parse_long(argv[2], 0, 1000000, usage);
     }
 
     /* Phase 1: block counts per category from the byte shares and the mean
