@@ -18,21 +18,7 @@ fi
 src=$(cd "$src" && pwd)
 build=$(cd "$build" && pwd)
 
-passed=0
-failed=0
-ok() {
-  echo "ok $*"
-  passed=$((passed + 1))
-}
-bad() {
-  echo "FAIL $*"
-  failed=$((failed + 1))
-}
-finish() {
-  echo "$passed passed, $failed failed"
-  [ "$failed" -eq 0 ]
-  exit
-}
+. "$(dirname "${BASH_SOURCE[0]}")/check_lines.sh"
 # indent FILE: show the end of a log under a failure line.
 indent() {
   tail -n "${2:-15}" "$1" 2>/dev/null | sed 's/^/    /'

@@ -24,21 +24,7 @@ if [ ! -f "$lib" ]; then
   exit 1
 fi
 
-passed=0
-failed=0
-ok() {
-  echo "ok $*"
-  passed=$((passed + 1))
-}
-bad() {
-  echo "FAIL $*"
-  failed=$((failed + 1))
-}
-finish() {
-  echo "$passed passed, $failed failed"
-  [ "$failed" -eq 0 ]
-  exit
-}
+. "$(dirname "${BASH_SOURCE[0]}")/check_lines.sh"
 
 # Programs this script needs.  Missing ones are a failure, not a skip: a run
 # that checked nothing must not look like a pass.
