@@ -6,7 +6,7 @@
 
 /* Every free the fast path did not finish: large blocks, other threads'
  * blocks, and misuse (reported, then abort). */
-static GPA_NOINLINE void free_generic(gpa_heap_t *h, gpa_segment_t *seg, void *p) {
+GPA_NOINLINE void heap_free_generic(gpa_heap_t *h, gpa_segment_t *seg, void *p) {
   if (seg->kind == GPA_SEGMENT_LARGE) {
     if (GPA_UNLIKELY(p != seg->large_ptr)) {
       if (seg->large_ptr == NULL) report_invalid_free("free", p, "not a live allocation (double free of a large block?)");
@@ -24,38 +24,18 @@ static GPA_NOINLINE void free_generic(gpa_heap_t *h, gpa_segment_t *seg, void *p
     heap_free_to_own_slab(h, s, p);
     return;
   }
-  /* Another thread's block.  A live block's link word is cleared when it is
-   * handed out, so one that decodes as a free-list link was freed already;
-   * pushing it again would make the remote list a cycle. */
+  /* Another thread's block.  malloc clears a block's free mark, so one that
+   * carries it was freed already; pushing it again would make the remote
+   * list a cycle. */
   if (GPA_UNLIKELY(slab_block_looks_free(s, p))) report_double_free("free", p, s->block_size);
   heap_free_remote(s, p);
 }
 
 /* A pointer outside every segment: NULL, over-aligned, or not ours. */
-static GPA_NOINLINE void free_outside_segments(void *p) {
+GPA_NOINLINE void heap_free_outside_segments(void *p) {
   if (p == NULL) return;
   if (!large_overaligned_contains(p)) report_invalid_free("free", p, "not allocated by gpa");
   large_overaligned_free(p);
-}
-
-/* Free `p` from a thread whose heap (in the block's instance) is `h`: the
- * empty heap if it has none, and then every free takes the remote path. */
-void heap_free(gpa_heap_t *h, void *p) {
-  /* NULL needs no test of its own: no segment starts at address 0. */
-  gpa_segment_t *seg = segment_of(p);
-  if (GPA_UNLIKELY(!segmap_contains(seg))) {
-    free_outside_segments(p);
-    return;
-  }
-  if (GPA_LIKELY(seg->owner == h)) {
-    gpa_slab_t *s = slab_of(seg, p);
-    gpa_block_t *b = p;
-    if (GPA_LIKELY(slab_is_block_start(s, p) && !slab_block_looks_free(s, b))) {
-      heap_free_to_own_slab(h, s, b);
-      return;
-    }
-  }
-  free_generic(h, seg, p);
 }
 
 void gpa_core_free(void *p) { heap_free(gpa_tls_heap, p); }

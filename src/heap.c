@@ -110,9 +110,24 @@ static void heap_retire_slab(gpa_heap_t *h, gpa_slab_t *s) {
 
 /* ---- full slabs -------------------------------------------------------- */
 
-static void heap_unpark_slab(gpa_heap_t *h, gpa_slab_t *s) {
-  queue_remove(&h->full, s);
+/* A parked slab's count is set aside and `used` set to 1, so the owner's
+ * next free into it brings `used` to 0: the free fast path then needs one
+ * test for both "last live block" and "parked". */
+static void heap_park_slab(gpa_heap_t *h, gpa_slab_t *s) {
+  queue_remove(&h->queues[s->class_index], s);
+  s->in_full = 1;
+  s->parked_used = s->used;
+  s->used = 1;
+  queue_push_back(&h->full, s);
+}
+
+/* `freed`: the owner's free that brought the parked count to 0 (that block
+ * is already on the free list). */
+static void heap_unpark_slab(gpa_heap_t *h, gpa_slab_t *s, bool freed) {
+  GPA_INVARIANT("parked-count-untouched", s->used == (freed ? 0u : 1u));
+  s->used = s->parked_used - (freed ? 1 : 0);
   s->in_full = 0;
+  queue_remove(&h->full, s);
   atomic_fetch_and_explicit(&s->thread_free, ~SLAB_FULL_FLAG, memory_order_relaxed);
   slab_collect(s);
   queue_push_back(&h->queues[s->class_index], s);
@@ -125,7 +140,7 @@ static void heap_rescue_full(gpa_heap_t *h) {
   for (gpa_slab_t *s = h->full.first; s != NULL; s = next) {
     next = s->next;
     if ((atomic_load_explicit(&s->thread_free, memory_order_acquire) & ~SLAB_FULL_FLAG) != 0)
-      heap_unpark_slab(h, s);
+      heap_unpark_slab(h, s, false);
   }
 }
 
@@ -163,9 +178,7 @@ static gpa_slab_t *heap_find_slab(gpa_heap_t *h, unsigned cls) {
       slab_collect(s); /* a remote free raced in: use it */
       break;
     }
-    queue_remove(q, s);
-    s->in_full = 1;
-    queue_push_back(&h->full, s);
+    heap_park_slab(h, s);
   }
   if (s == NULL) {
     s = heap_new_slab(h, cls);
@@ -201,7 +214,7 @@ void *heap_malloc_class(gpa_heap_t *h, unsigned cls) {
   gpa_block_t *b = s->free;
   s->free = block_decode(s, b->next_encoded);
   s->used++;
-  b->next_encoded = 0; /* a live block must not look free to free() */
+  b->free_mark = 0; /* a live block must not look free to free() */
   return b;
 }
 
@@ -219,7 +232,7 @@ GPA_NOINLINE void *heap_malloc_generic(gpa_heap_t *h, size_t size) {
 /* The owner freed the slab's last live block, or freed into a parked slab. */
 GPA_NOINLINE void heap_free_slow(gpa_heap_t *h, gpa_slab_t *s) {
   GPA_INVARIANT("slab-owned-by-heap", segment_of(s->start)->owner == h);
-  if (s->in_full) heap_unpark_slab(h, s);
+  if (s->in_full) heap_unpark_slab(h, s, true);
   /* Keep the class's current slab even when empty: a program that frees
    * and allocates one block in a loop must not map and unmap a slab each
    * time.  Any other empty slab goes back to its segment. */

@@ -11,6 +11,7 @@
 #include <stdint.h>
 
 #include "check.h"
+#include "os.h"
 #include "types.h"
 
 #define GPA_LIKELY(x) __builtin_expect(!!(x), 1)
@@ -19,33 +20,39 @@
 #define GPA_COLD __attribute__((cold, noinline))
 #define GPA_EXPORT __attribute__((visibility("default")))
 
-/* ---- segment map: which 4 MiB-aligned addresses are our segments ---------
- * One bit per possible segment in a 48-bit address space (2^26 bits, 8 MiB
- * of zero-initialised storage that only becomes resident where touched).
- * It lets free() tell our pointers from foreign ones without touching them. */
-#define GPA_ADDRESS_BITS 48
-#define GPA_SEGMAP_WORDS (((uintptr_t)1 << (GPA_ADDRESS_BITS - GPA_SEGMENT_SHIFT)) / 64)
-extern _Atomic(uint64_t) gpa_segmap[GPA_SEGMAP_WORDS];
+/* ---- address maps: which segment-aligned addresses are ours -------------
+ * Indexed by address >> GPA_SEGMENT_SHIFT over the allocator's address
+ * space (os.h's OS_ADDRESS_BITS), in zero-initialised storage that only
+ * becomes resident where touched.  They let free() tell our pointers from
+ * foreign ones without touching them. */
+#define GPA_ADDRESS_SLOTS ((uintptr_t)1 << (OS_ADDRESS_BITS - GPA_SEGMENT_SHIFT))
 
 static inline gpa_segment_t *segment_of(const void *p) {
   return (gpa_segment_t *)((uintptr_t)p & ~(uintptr_t)GPA_SEGMENT_MASK);
 }
 
-/* Address maps: one bit per segment-aligned address of the 48-bit space. */
+/* The segment map, read by every free: a byte per slot (32 MiB on x86-64),
+ * so the test is one compare, not a word load, shift and bit test. */
+extern _Atomic(uint8_t) gpa_segmap[GPA_ADDRESS_SLOTS];
+
+static inline bool segmap_contains(const gpa_segment_t *seg) {
+  uintptr_t index = (uintptr_t)seg >> GPA_SEGMENT_SHIFT;
+  if (GPA_UNLIKELY(index >= GPA_ADDRESS_SLOTS)) return false;
+  return atomic_load_explicit(&gpa_segmap[index], memory_order_relaxed) != 0;
+}
+void segmap_insert(const gpa_segment_t *seg);
+void segmap_remove(const gpa_segment_t *seg);
+
+/* Maps off the fast path: a bit per slot (4 MiB on x86-64). */
+#define GPA_ADDRMAP_WORDS (GPA_ADDRESS_SLOTS / 64)
 static inline bool addrmap_contains(_Atomic(uint64_t) *map, const void *addr) {
   uintptr_t index = (uintptr_t)addr >> GPA_SEGMENT_SHIFT;
-  if (GPA_UNLIKELY(index >= ((uintptr_t)1 << (GPA_ADDRESS_BITS - GPA_SEGMENT_SHIFT)))) return false;
+  if (GPA_UNLIKELY(index >= GPA_ADDRESS_SLOTS)) return false;
   uint64_t word = atomic_load_explicit(&map[index / 64], memory_order_relaxed);
   return (word >> (index % 64)) & 1;
 }
 void addrmap_insert(_Atomic(uint64_t) *map, const void *addr);
 void addrmap_remove(_Atomic(uint64_t) *map, const void *addr);
-
-static inline bool segmap_contains(const gpa_segment_t *seg) {
-  return addrmap_contains(gpa_segmap, seg);
-}
-static inline void segmap_insert(const gpa_segment_t *seg) { addrmap_insert(gpa_segmap, seg); }
-static inline void segmap_remove(const gpa_segment_t *seg) { addrmap_remove(gpa_segmap, seg); }
 
 /* ---- slabs ------------------------------------------------------------- */
 
@@ -71,13 +78,19 @@ static inline bool slab_is_block_start(const gpa_slab_t *s, const void *p) {
   return offset < s->carved_bytes && (uint64_t)offset * s->divides < s->divides;
 }
 
-/* A block whose first word decodes to NULL or to a block of its own slab
- * looks free.  Live blocks have that word cleared when handed out, so only a
- * program's own data can mimic a link, and it must hit the slab's range
- * under a random key.  The owner confirms with slab_find_free_block(). */
+/* A block whose second word holds its slab's key looks free.  Every free
+ * block carries that mark and malloc clears it, so only a program's own data
+ * can mimic it, and it must guess a random key.  One compare, as glibc's
+ * tcache tests its entries' key word: the owner then confirms with
+ * slab_find_free_block(). */
 static inline bool slab_block_looks_free(const gpa_slab_t *s, const gpa_block_t *b) {
-  uintptr_t next = (uintptr_t)block_decode(s, b->next_encoded);
-  return next == 0 || next - (uintptr_t)s->start < s->carved_bytes;
+  return b->free_mark == s->key;
+}
+
+/* Put a free block on the front of a list. */
+static inline void block_push(const gpa_slab_t *s, gpa_block_t *b, const gpa_block_t *next) {
+  b->next_encoded = block_encode(s, next);
+  b->free_mark = s->key;
 }
 
 void slab_init(gpa_slab_t *s, uint8_t *start, unsigned cls, unsigned pages);
@@ -87,6 +100,9 @@ bool slab_find_free_block(gpa_slab_t *s, const gpa_block_t *b);
 bool slab_push_remote(gpa_slab_t *s, gpa_block_t *b);
 bool slab_try_mark_full(gpa_slab_t *s);
 uint32_t slab_live_blocks(const gpa_slab_t *s);
+
+/* Blocks handed out (uncollected remote frees included), parked or not. */
+static inline uint32_t slab_used_blocks(const gpa_slab_t *s) { return s->in_full ? s->parked_used : s->used; }
 
 /* Low bit of thread_free (blocks are 16-aligned): the slab sits on its
  * heap's full list, and the next remote free must wake the heap. */
@@ -137,7 +153,7 @@ static inline void *heap_malloc(gpa_heap_t *h, size_t size) {
     if (GPA_LIKELY(b != NULL)) {
       s->free = block_decode(s, b->next_encoded);
       s->used++;
-      b->next_encoded = 0; /* a live block must not look free to free() */
+      b->free_mark = 0; /* a live block must not look free to free() */
       return b;
     }
   }
@@ -145,11 +161,35 @@ static inline void *heap_malloc(gpa_heap_t *h, size_t size) {
 }
 
 /* The owner's free: push onto the slab's list; the slab's last live block
- * or a parked slab takes the slow path. */
+ * or a parked slab (whose `used` is held at 1) takes the slow path. */
 static inline void heap_free_to_own_slab(gpa_heap_t *h, gpa_slab_t *s, gpa_block_t *b) {
-  b->next_encoded = block_encode(s, s->free);
+  block_push(s, b, s->free);
   s->free = b;
-  if (GPA_UNLIKELY(--s->used == 0 || s->in_full)) heap_free_slow(h, s);
+  if (GPA_UNLIKELY(--s->used == 0)) heap_free_slow(h, s);
+}
+
+/* The named slow paths of heap_free (free.c). */
+void heap_free_generic(gpa_heap_t *h, gpa_segment_t *seg, void *p);
+void heap_free_outside_segments(void *p);
+
+/* Free `p` from a thread whose heap (in the block's instance) is `h`: the
+ * empty heap if it has none, and then every free takes the remote path. */
+static inline void heap_free(gpa_heap_t *h, void *p) {
+  /* NULL needs no test of its own: no segment starts at address 0. */
+  gpa_segment_t *seg = segment_of(p);
+  if (GPA_UNLIKELY(!segmap_contains(seg))) {
+    heap_free_outside_segments(p);
+    return;
+  }
+  if (GPA_LIKELY(seg->owner == h)) {
+    gpa_slab_t *s = slab_of(seg, p);
+    gpa_block_t *b = p;
+    if (GPA_LIKELY(slab_is_block_start(s, p) && !slab_block_looks_free(s, b))) {
+      heap_free_to_own_slab(h, s, b);
+      return;
+    }
+  }
+  heap_free_generic(h, seg, p);
 }
 
 /* ---- large objects ----------------------------------------------------- */
@@ -217,7 +257,6 @@ void instance_unlock(gpa_instance_t *inst);
 bool instance_trim(gpa_instance_t *inst);
 
 /* ---- operations (malloc.c, free.c, realloc.c, aligned.c) ---------------- */
-void heap_free(gpa_heap_t *h, void *p);
 void *heap_malloc_aligned(gpa_heap_t *h, size_t alignment, size_t size);
 void *gpa_core_malloc(size_t size);
 void *gpa_core_calloc(size_t count, size_t size);

@@ -156,7 +156,7 @@ typedef struct overaligned_header {
 } overaligned_header_t;
 
 #define OVERALIGNED_HEADER_SPACE 64 /* header rounded to a cache line */
-static _Atomic(uint64_t) overaligned_map[GPA_SEGMAP_WORDS];
+static _Atomic(uint64_t) overaligned_map[GPA_ADDRMAP_WORDS];
 
 static overaligned_header_t *overaligned_header(const void *p) {
   return (overaligned_header_t *)((uintptr_t)p - OVERALIGNED_HEADER_SPACE);

@@ -104,6 +104,11 @@ void *os_reserve_aligned(size_t size, size_t alignment) {
     if (tail) munmap((uint8_t *)aligned + size, tail);
     p = (uint8_t *)aligned;
   }
+  if ((uintptr_t)p + size > ((uintptr_t)1 << OS_ADDRESS_BITS)) { /* beyond every address map */
+    munmap(p, size);
+    errno = ENOMEM;
+    return NULL;
+  }
   atomic_fetch_add_explicit(&mapped_bytes, size, memory_order_relaxed);
   errno = saved;
   return p;

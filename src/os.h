@@ -12,12 +12,22 @@
 #include <stddef.h>
 #include <stdint.h>
 
+/* Every mapping the allocator makes lies below 2^OS_ADDRESS_BITS, so maps
+ * indexed by address stay small.  x86-64's user space is 47 bits wide
+ * unless a program asks for higher addresses by hint (Linux's
+ * Documentation/arch/x86/x86_64/5level-paging.rst); elsewhere 48. */
+#if defined(__x86_64__)
+#define OS_ADDRESS_BITS 47
+#else
+#define OS_ADDRESS_BITS 48
+#endif
+
 /* The kernel's page size (from the auxiliary vector, no libc call). */
 size_t os_page_size(void);
 
 /* Fresh zeroed read-write memory of `size` bytes (a multiple of the page
- * size), aligned to `alignment` (a power of two >= the page size); NULL and
- * ENOMEM on failure. */
+ * size), aligned to `alignment` (a power of two >= the page size), below
+ * 2^OS_ADDRESS_BITS; NULL and ENOMEM on failure. */
 void *os_reserve_aligned(size_t size, size_t alignment);
 
 /* Return a reservation (or its page-aligned tail) to the kernel. */

@@ -9,11 +9,21 @@
 #include "os.h"
 #include "size_class.h"
 
-_Atomic(uint64_t) gpa_segmap[GPA_SEGMAP_WORDS];
+_Atomic(uint8_t) gpa_segmap[GPA_ADDRESS_SLOTS];
+
+void segmap_insert(const gpa_segment_t *seg) {
+  uintptr_t index = (uintptr_t)seg >> GPA_SEGMENT_SHIFT;
+  GPA_INVARIANT("segment-in-address-space", index < GPA_ADDRESS_SLOTS);
+  atomic_store_explicit(&gpa_segmap[index], 1, memory_order_release);
+}
+
+void segmap_remove(const gpa_segment_t *seg) {
+  atomic_store_explicit(&gpa_segmap[(uintptr_t)seg >> GPA_SEGMENT_SHIFT], 0, memory_order_release);
+}
 
 void addrmap_insert(_Atomic(uint64_t) *map, const void *addr) {
   uintptr_t index = (uintptr_t)addr >> GPA_SEGMENT_SHIFT;
-  GPA_INVARIANT("address-in-address-space", index < ((uintptr_t)1 << (GPA_ADDRESS_BITS - GPA_SEGMENT_SHIFT)));
+  GPA_INVARIANT("address-in-address-space", index < GPA_ADDRESS_SLOTS);
   atomic_fetch_or_explicit(&map[index / 64], (uint64_t)1 << (index % 64), memory_order_release);
 }
 

@@ -24,7 +24,7 @@ GPA_EXPORT void *malloc(size_t size) {
   return heap_malloc(gpa_tls_heap, size);
 }
 
-GPA_EXPORT void free(void *p) { gpa_core_free(p); }
+GPA_EXPORT void free(void *p) { heap_free(gpa_tls_heap, p); }
 
 GPA_EXPORT void *calloc(size_t count, size_t size) { return gpa_core_calloc(count, size); }
 

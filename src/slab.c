@@ -41,10 +41,10 @@ void slab_extend(gpa_slab_t *s) {
   uint8_t *b = first;
   for (size_t i = 1; i < n; i++) {
     uint8_t *next = b + s->block_size;
-    ((gpa_block_t *)b)->next_encoded = block_encode(s, (gpa_block_t *)next);
+    block_push(s, (gpa_block_t *)b, (gpa_block_t *)next);
     b = next;
   }
-  ((gpa_block_t *)b)->next_encoded = block_encode(s, NULL);
+  block_push(s, (gpa_block_t *)b, NULL);
   s->free = (gpa_block_t *)first;
   s->capacity += (uint32_t)n;
   s->carved_bytes = s->capacity * s->block_size;
@@ -86,8 +86,9 @@ bool slab_find_free_block(gpa_slab_t *s, const gpa_block_t *b) {
 uint32_t slab_live_blocks(const gpa_slab_t *s) {
   uint32_t pending = 0;
   gpa_block_t *r = (gpa_block_t *)(atomic_load_explicit(&s->thread_free, memory_order_acquire) & ~SLAB_FULL_FLAG);
-  for (; r != NULL && pending < s->used; r = block_decode(s, r->next_encoded)) pending++;
-  return s->used - pending;
+  uint32_t used = slab_used_blocks(s);
+  for (; r != NULL && pending < used; r = block_decode(s, r->next_encoded)) pending++;
+  return used - pending;
 }
 
 /* A free from a thread that does not own the slab: a lock-free push.  The
@@ -96,6 +97,7 @@ uint32_t slab_live_blocks(const gpa_slab_t *s) {
  * the slab may be reclaimed at any moment, so nothing here reads it again. */
 bool slab_push_remote(gpa_slab_t *s, gpa_block_t *b) {
   uintptr_t key = s->key;
+  b->free_mark = key;
   uintptr_t head = atomic_load_explicit(&s->thread_free, memory_order_relaxed);
   do {
     b->next_encoded = ((head & ~SLAB_FULL_FLAG)) ^ key;
@@ -121,7 +123,7 @@ void slab_check(const gpa_slab_t *s) {
     GPA_INVARIANT("free-list-block-in-slab", slab_is_block_start(s, f));
     GPA_INVARIANT("free-list-not-cyclic", ++free_count <= s->capacity);
   }
-  GPA_INVARIANT("slab-accounting", free_count + s->used == s->capacity);
+  GPA_INVARIANT("slab-accounting", free_count + slab_used_blocks(s) == s->capacity);
   GPA_INVARIANT("capacity-within-reserved", s->capacity <= s->reserved);
 #else
   (void)s;

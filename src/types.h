@@ -76,8 +76,10 @@
 #define GPA_LARGE_CACHE_MIN_BYTES ((size_t)8 << 20)
 #define GPA_LARGE_CACHE_MAX_BYTES ((size_t)256 << 20)
 
+/* A free block's first two words (every block holds at least 16 bytes). */
 typedef struct gpa_block {
   uintptr_t next_encoded; /* next free block, XOR the slab's key */
+  uintptr_t free_mark;    /* the slab's key while free, 0 once handed out */
 } gpa_block_t;
 
 struct gpa_heap;
@@ -85,7 +87,8 @@ struct gpa_instance;
 
 typedef struct gpa_slab {
   gpa_block_t *free;        /* owner's free list, popped by malloc */
-  uint32_t used;            /* blocks handed out, remote frees not yet collected included */
+  uint32_t used;            /* blocks handed out, remote frees not yet collected included
+                               (1 while parked: see heap_park_slab) */
   uint32_t capacity;        /* blocks carved so far (lazily, GPA_EXTEND_BYTES at a time) */
   uint32_t reserved;        /* blocks that fit in the slab */
   uint32_t block_size;
@@ -95,8 +98,9 @@ typedef struct gpa_slab {
   uint8_t *start;           /* first block */
   uint8_t class_index;
   uint8_t page_count;
-  uint8_t in_full;          /* on the heap's full list, not its class queue (owner only) */
+  uint8_t in_full;          /* parked on the heap's full list, not its class queue (owner only) */
   uint8_t in_use;
+  uint32_t parked_used;     /* `used` while parked */
   _Atomic(uintptr_t) thread_free; /* blocks freed by other threads (encoded list) | SLAB_FULL_FLAG */
   struct gpa_slab *next, *prev;   /* class queue or full list */
 } gpa_slab_t;

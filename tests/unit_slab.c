@@ -186,16 +186,37 @@ static void test_remote_frees_are_collected_by_owner(void **state) {
   void *blocks[1000];
   for (int i = 0; i < 1000; i++) blocks[i] = malloc(80);
   gpa_slab_t *s = slab_of(segment_of(blocks[0]), blocks[0]);
-  uint32_t used_before = s->used;
+  uint32_t used_before = slab_used_blocks(s);
   pthread_t t;
   assert_int_equal(pthread_create(&t, NULL, free_in_other_thread, blocks), 0);
   pthread_join(t, NULL);
   /* The frees wait on the slab's remote list; live count unchanged. */
-  assert_int_equal(s->used, used_before);
+  assert_int_equal(slab_used_blocks(s), used_before);
   assert_true((atomic_load(&s->thread_free) & ~SLAB_FULL_FLAG) != 0);
   heap_collect(gpa_tls_heap, HEAP_COLLECT_IDLE);
-  assert_true(s->used < used_before);
+  assert_true(slab_used_blocks(s) < used_before);
   slab_check(s);
+}
+
+/* A slab with no free block is parked off its class queue with its count
+ * set aside; the owner's next free into it brings it back, count intact. */
+static void test_full_slab_parks_and_comes_back(void **state) {
+  (void)state;
+  enum { N = 4000 };
+  void **blocks = malloc(N * sizeof *blocks);
+  assert_non_null(blocks);
+  for (int i = 0; i < N; i++) blocks[i] = malloc(112);
+  gpa_slab_t *s = slab_of(segment_of(blocks[0]), blocks[0]);
+  assert_true(s->in_full);
+  assert_int_equal(slab_used_blocks(s), s->reserved);
+  slab_check(s);
+  free(blocks[0]);
+  assert_false(s->in_full);
+  assert_int_equal(slab_used_blocks(s), s->reserved - 1);
+  assert_ptr_equal(s->free, blocks[0]);
+  slab_check(s);
+  for (int i = 1; i < N; i++) free(blocks[i]);
+  free(blocks);
 }
 
 int main(void) {
@@ -207,6 +228,7 @@ int main(void) {
     cmocka_unit_test(test_retirements_age_the_heap),
     cmocka_unit_test(test_freeing_everything_retires_slabs),
     cmocka_unit_test(test_remote_frees_are_collected_by_owner),
+    cmocka_unit_test(test_full_slab_parks_and_comes_back),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
