@@ -174,17 +174,51 @@ static inline void gpa_free_bytes_(gpa_allocator_t a, void *ptr, size_t len, siz
  * The general-purpose allocator: state and lifetime
  * ======================================================================== */
 
+/*
+ * The debug layer's options: one struct decides every debug behaviour.  All
+ * zero (the default) is off; any field set puts the instance's blocks
+ * behind the debug layer.  Drop-in and linked programs set the same options
+ * through the environment: GPA_OPTIONS=leaks=1:frames=16 (README lists
+ * them).
+ */
+typedef struct gpa_debug_config {
+  bool leaks;             /* report blocks still live at gpa_deinit (at exit for malloc) */
+  bool show_reachable;    /* at exit, list still-reachable blocks in full, not just count them */
+  unsigned frames;        /* stack frames recorded per allocation and free, up to 64 (0: none) */
+  bool exact_stacks;      /* unwind with the C library's unwinder: whole stacks through code built
+                             without frame pointers, at several times the cost */
+  bool checks;            /* check every free and realloc against the block's record: double and
+                             invalid frees, size mismatches, each with its stacks */
+  bool canaries;          /* guard bytes after every block, verified at free, realloc and deinit */
+  size_t quarantine;      /* bytes of freed blocks held back before reuse (0: none) */
+  bool alloc_fill;        /* fill new blocks with GPA_DEBUG_ALLOC_BYTE */
+  bool free_fill;         /* fill freed blocks with GPA_DEBUG_FREE_BYTE; verified when they leave
+                             the quarantine, so writes after free are caught */
+  size_t memory_limit;    /* live bytes past which allocations fail with ENOMEM (0: no limit) */
+  bool verbose;           /* log every allocation and free with its size and caller */
+  bool stats;             /* print statistics at gpa_deinit (at exit for malloc) */
+  const char *log_path;   /* reports go to this file (appended), NULL: standard error */
+  int leak_exitcode;      /* malloc only: exit status when the exit report finds leaks (0: unchanged) */
+  bool continue_on_error; /* report misuse and carry on (the block is left alone) instead of aborting */
+} gpa_debug_config_t;
+
+/* The patterns the fills write. */
+#define GPA_DEBUG_ALLOC_BYTE 0xAA
+#define GPA_DEBUG_FREE_BYTE 0xDD
+
 typedef struct gpa_config {
   /* true (the default): any thread may allocate and free through the
    * instance at once, each thread through a heap of its own.  false: one
    * heap, no per-thread lookup; only one thread at a time may use it. */
   bool thread_safe;
+  gpa_debug_config_t debug; /* all off by default */
 } gpa_config_t;
 
 /* The defaults gpa_init uses for a NULL config. */
 #define GPA_CONFIG_DEFAULT ((gpa_config_t){.thread_safe = true})
 
 struct gpa_instance;
+struct debug_state;
 
 /*
  * The allocator state.  Place it where you like (stack, static, heap); keep
@@ -196,6 +230,7 @@ typedef struct gpa {
   struct gpa_instance *instance; /* segments, slabs and per-thread heaps */
   uint64_t id;                   /* the instance's, never reused: finds each thread's heap */
   gpa_config_t config;
+  struct debug_state *debug;     /* the debug layer, when config.debug asks for it */
   size_t leaked_blocks;          /* set by gpa_deinit: blocks still live */
   size_t leaked_bytes;           /* and their bytes */
 } gpa_t;
@@ -240,6 +275,12 @@ size_t gpa_live_bytes(gpa_t *gpa);
 /* Whether `ptr` is a live block handed out by `gpa` (any interior pointer
  * answers false). */
 bool gpa_owns(gpa_t *gpa, const void *ptr);
+
+/* Write `gpa`'s statistics (NULL: malloc's) as a table to the debug log
+ * (standard error unless log_path says otherwise): current and peak bytes
+ * and blocks, totals, and counts per size class.  Instances without the
+ * debug layer print what the core keeps (mapped and live bytes). */
+void gpa_stats_print(gpa_t *gpa);
 
 /* ======================================================================== *
  * Arena: bump allocation over any backing allocator

@@ -8,11 +8,16 @@
  * back to.
  */
 #include <errno.h>
+#include <fcntl.h>
+#include <unistd.h>
 #include <pthread.h>
 #include <string.h>
 
 #include "api.h"
+#include "debug.h"
+#include "debug_writer.h"
 #include "os.h"
+#include "stats.h"
 
 /* The process instance, as seen through the explicit API. */
 static gpa_t default_state = {
@@ -162,6 +167,49 @@ GPA_EXPORT const gpa_allocator_vtable_t gpa_instance_vtable = {
   .free = gpa_op_free,
 };
 
+/* ---- the same operations through the debug layer --------------------------
+ * An instance whose config asks for debugging hands out this vtable: the
+ * typed helpers' direct calls (gpa_instance_alloc_) never see its blocks. */
+
+static debug_t *state_debug(const gpa_t *g, uintptr_t frame) {
+  state_instance(g, frame);
+  return g->debug;
+}
+
+static void *debug_op_alloc(void *ctx, size_t len, size_t alignment, void *ret_addr) {
+  return debug_alloc(state_debug(ctx, OWN_FRAME()), len, alignment, false, (uintptr_t)ret_addr, "gpa_alloc");
+}
+
+static bool debug_op_resize(void *ctx, void *ptr, size_t old_len, size_t alignment, size_t new_len,
+                            void *ret_addr) {
+  (void)alignment;
+  return debug_resize(state_debug(ctx, OWN_FRAME()), ptr, old_len, new_len, (uintptr_t)ret_addr, "gpa_resize");
+}
+
+static void *debug_op_remap(void *ctx, void *ptr, size_t old_len, size_t alignment, size_t new_len,
+                            void *ret_addr) {
+  /* In place or not at all: the caller's copy then moves the block, and a
+   * stale pointer to the old one shows up in the quarantine. */
+  return debug_op_resize(ctx, ptr, old_len, alignment, new_len, ret_addr) ? ptr : NULL;
+}
+
+static void debug_op_free(void *ctx, void *ptr, size_t len, size_t alignment, void *ret_addr) {
+  (void)alignment;
+  debug_free(state_debug(ctx, OWN_FRAME()), ptr, true, len, (uintptr_t)ret_addr, "gpa_free");
+}
+
+static const gpa_allocator_vtable_t gpa_debug_vtable = {
+  .alloc = debug_op_alloc,
+  .resize = debug_op_resize,
+  .remap = debug_op_remap,
+  .free = debug_op_free,
+};
+
+static bool debug_config_enabled(const gpa_debug_config_t *c) {
+  return c->leaks || c->show_reachable || c->frames != 0 || c->checks || c->canaries || c->quarantine != 0 ||
+         c->alloc_fill || c->free_fill || c->memory_limit != 0 || c->verbose || c->stats || c->log_path != NULL;
+}
+
 /* ---- lifetime ------------------------------------------------------------ */
 
 GPA_EXPORT int gpa_init(gpa_t *gpa, const gpa_config_t *config) {
@@ -169,10 +217,26 @@ GPA_EXPORT int gpa_init(gpa_t *gpa, const gpa_config_t *config) {
   gpa_config_t cfg = config != NULL ? *config : GPA_CONFIG_DEFAULT;
   gpa_instance_t *inst = instance_create(cfg.thread_safe);
   if (inst == NULL) return ENOMEM;
+  debug_t *debug = NULL;
+  if (debug_config_enabled(&cfg.debug)) {
+    debug = debug_create(inst, &cfg.debug, gpa);
+    int fd = debug != NULL && cfg.debug.log_path != NULL
+                 ? open(cfg.debug.log_path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644)
+                 : 2;
+    if (debug == NULL || fd < 0) {
+      int err = debug == NULL ? ENOMEM : errno;
+      size_t blocks, bytes;
+      if (debug != NULL) debug_destroy(debug, &blocks, &bytes);
+      instance_destroy(inst, &blocks, &bytes);
+      return err;
+    }
+    if (fd != 2) debug_set_log(debug, fd);
+  }
   memset(gpa, 0, sizeof *gpa);
   gpa->instance = inst;
   gpa->id = inst->id;
   gpa->config = cfg;
+  gpa->debug = debug;
   inst->state = gpa;
   gpa->tag = GPA_STATE_LIVE;
   return 0;
@@ -182,7 +246,16 @@ GPA_EXPORT gpa_status_t gpa_deinit(gpa_t *gpa) {
   gpa_instance_t *inst = state_instance(gpa, OWN_FRAME());
   if (inst == &gpa_default_instance) return GPA_OK; /* lives as long as the process */
   size_t blocks, bytes;
-  instance_destroy(inst, &blocks, &bytes);
+  if (gpa->debug != NULL) {
+    /* The program's count: quarantined blocks are freed, whatever the core
+     * still holds. */
+    debug_destroy(gpa->debug, &blocks, &bytes);
+    gpa->debug = NULL;
+    size_t core_blocks, core_bytes;
+    instance_destroy(inst, &core_blocks, &core_bytes);
+  } else {
+    instance_destroy(inst, &blocks, &bytes);
+  }
   gpa->tag = GPA_STATE_DEAD;
   gpa->id = GPA_STATE_DEAD_ID;
   gpa->instance = NULL;
@@ -193,25 +266,63 @@ GPA_EXPORT gpa_status_t gpa_deinit(gpa_t *gpa) {
 
 GPA_EXPORT gpa_allocator_t gpa_allocator(gpa_t *gpa) {
   state_instance(gpa, OWN_FRAME());
-  return (gpa_allocator_t){.ctx = gpa, .vtable = &gpa_instance_vtable};
+  return (gpa_allocator_t){.ctx = gpa, .vtable = gpa->debug != NULL ? &gpa_debug_vtable : &gpa_instance_vtable};
 }
 
 GPA_EXPORT gpa_t *gpa_default(void) { return &default_state; }
 
 GPA_EXPORT size_t gpa_live_count(gpa_t *gpa) {
   size_t blocks, bytes;
-  instance_count_live(state_instance(gpa, OWN_FRAME()), &blocks, &bytes);
+  gpa_instance_t *inst = state_instance(gpa, OWN_FRAME());
+  if (gpa->debug != NULL) return debug_live_blocks(gpa->debug);
+  instance_count_live(inst, &blocks, &bytes);
   return blocks;
 }
 
 GPA_EXPORT size_t gpa_live_bytes(gpa_t *gpa) {
   size_t blocks, bytes;
-  instance_count_live(state_instance(gpa, OWN_FRAME()), &blocks, &bytes);
+  gpa_instance_t *inst = state_instance(gpa, OWN_FRAME());
+  if (gpa->debug != NULL) return debug_live_bytes(gpa->debug);
+  instance_count_live(inst, &blocks, &bytes);
   return bytes;
+}
+
+GPA_EXPORT void gpa_stats_print(gpa_t *gpa) {
+  debug_t *d = NULL;
+  gpa_instance_t *inst = &gpa_default_instance;
+  if (gpa == NULL) {
+    if (debug_malloc_active()) d = gpa_debug_malloc;
+  } else {
+    inst = state_instance(gpa, OWN_FRAME());
+    d = gpa->debug;
+  }
+  if (d != NULL) {
+    debug_print_stats(d);
+    return;
+  }
+  size_t blocks, bytes;
+  instance_count_live(inst, &blocks, &bytes);
+  gpa_stats_t st;
+  stats_collect(inst, &st);
+  debug_writer_t w;
+  writer_init(&w, 2);
+  writer_str(&w, "gpa: statistics (no debug layer: what the core keeps)\n  live:   ");
+  writer_dec(&w, bytes);
+  writer_str(&w, " byte(s) of blocks in ");
+  writer_dec(&w, blocks);
+  writer_str(&w, " block(s)\n  mapped: ");
+  writer_dec(&w, st.small_mapped + st.large_mapped);
+  writer_str(&w, " byte(s) (");
+  writer_dec(&w, st.small_mapped);
+  writer_str(&w, " in small segments, ");
+  writer_dec(&w, st.large_mapped);
+  writer_str(&w, " for large blocks)\n");
+  writer_flush(&w);
 }
 
 GPA_EXPORT bool gpa_owns(gpa_t *gpa, const void *ptr) {
   gpa_instance_t *inst = state_instance(gpa, OWN_FRAME());
+  if (gpa->debug != NULL) return debug_owns(gpa->debug, ptr);
   gpa_segment_t *seg = segment_of(ptr);
   if (!segmap_contains(seg)) return large_overaligned_contains(ptr) && large_overaligned_instance(ptr) == inst;
   if (seg->instance != inst) return false;

@@ -6,7 +6,7 @@
 
 /* Every free the fast path did not finish: large blocks, other threads'
  * blocks, and misuse (reported, then abort). */
-GPA_NOINLINE void heap_free_generic(gpa_heap_t *h, gpa_segment_t *seg, void *p) {
+static void heap_free_generic(gpa_heap_t *h, gpa_segment_t *seg, void *p) {
   if (seg->kind == GPA_SEGMENT_LARGE) {
     if (GPA_UNLIKELY(p != seg->large_ptr)) {
       if (seg->large_ptr == NULL) report_invalid_free("free", p, "not a live allocation (double free of a large block?)");
@@ -32,13 +32,48 @@ GPA_NOINLINE void heap_free_generic(gpa_heap_t *h, gpa_segment_t *seg, void *p) 
 }
 
 /* A pointer outside every segment: NULL, over-aligned, or not ours. */
-GPA_NOINLINE void heap_free_outside_segments(void *p) {
+static void heap_free_outside_segments(void *p) {
   if (p == NULL) return;
   if (!large_overaligned_contains(p)) report_invalid_free("free", p, "not allocated by gpa");
   large_overaligned_free(p);
 }
 
+GPA_NOINLINE void heap_free_slow_path(gpa_heap_t *h, void *p) {
+  gpa_segment_t *seg = segment_of(p);
+  if (!segmap_contains(seg)) heap_free_outside_segments(p);
+  else heap_free_generic(h, seg, p);
+}
+
 void gpa_core_free(void *p) { heap_free(gpa_tls_heap, p); }
+
+bool block_find(const void *p, gpa_block_info_t *out) {
+  gpa_segment_t *seg = segment_of(p);
+  if (!segmap_contains(seg)) {
+    if (!large_overaligned_contains(p)) return false;
+    out->start = (uint8_t *)p;
+    out->size = large_overaligned_usable_size(p);
+    out->instance = large_overaligned_instance(p);
+    out->looks_free = false;
+    return true;
+  }
+  out->instance = seg->instance;
+  if (seg->kind == GPA_SEGMENT_LARGE) {
+    if (seg->large_ptr == NULL) return false;
+    size_t usable = large_usable_size(seg);
+    if ((uintptr_t)p - (uintptr_t)seg->large_ptr >= usable) return false;
+    out->start = seg->large_ptr;
+    out->size = usable;
+    out->looks_free = false;
+    return true;
+  }
+  gpa_slab_t *s = slab_of(seg, p);
+  uintptr_t offset = (uintptr_t)p - (uintptr_t)s->start;
+  if (!s->in_use || offset >= s->carved_bytes) return false;
+  out->start = s->start + offset / s->block_size * s->block_size;
+  out->size = s->block_size;
+  out->looks_free = slab_block_looks_free(s, (const gpa_block_t *)out->start);
+  return true;
+}
 
 size_t block_usable_size(gpa_segment_t *seg, const void *p) {
   if (seg->kind == GPA_SEGMENT_LARGE) return large_usable_size(seg);

@@ -125,6 +125,10 @@ static size_t instance_mapping_size(void) {
 
 gpa_instance_t *instance_create(bool thread_safe) {
   instance_ensure_process_init();
+  return instance_create_early(thread_safe);
+}
+
+gpa_instance_t *instance_create_early(bool thread_safe) {
   gpa_instance_t *inst = os_reserve_aligned(instance_mapping_size(), os_page_size());
   if (inst == NULL) return NULL;
   pthread_mutex_init(&inst->lock, NULL);
@@ -266,10 +270,34 @@ static void on_thread_exit(void *value) {
   heap_thread_exit((gpa_heap_t *)value);
 }
 
+/* Locks of the layers above, taken before the core's (they never hold
+ * one while waiting for a core lock). */
+#define GPA_FORK_HOOKS 4
+static struct {
+  void (*prepare)(void), (*parent)(void), (*child)(void);
+} fork_hooks[GPA_FORK_HOOKS];
+static _Atomic(size_t) fork_hook_count;
+
+bool instance_add_fork_hook(void (*prepare)(void), void (*parent)(void), void (*child)(void)) {
+  size_t i = atomic_fetch_add(&fork_hook_count, 1);
+  if (i >= GPA_FORK_HOOKS) return false;
+  fork_hooks[i].prepare = prepare;
+  fork_hooks[i].parent = parent;
+  fork_hooks[i].child = child; /* the slot counts once its last field is set: */
+  atomic_thread_fence(memory_order_release);
+  return true;
+}
+
+static size_t fork_hooks_set(void) {
+  size_t n = atomic_load_explicit(&fork_hook_count, memory_order_acquire);
+  return n < GPA_FORK_HOOKS ? n : GPA_FORK_HOOKS;
+}
+
 /* fork(): no lock may be held by a thread that does not exist in the child.
- * Order: the registry, then each instance (as thread_slot_release takes
- * them). */
+ * Order: the hooks, the registry, then each instance (as
+ * thread_slot_release takes them). */
 static void on_fork_prepare(void) {
+  for (size_t i = 0; i < fork_hooks_set(); i++) fork_hooks[i].prepare();
   pthread_mutex_lock(&registry_lock);
   for (gpa_instance_t *inst = registry_first; inst != NULL; inst = inst->next_live) instance_lock(inst);
   instance_lock(&gpa_default_instance);
@@ -278,11 +306,13 @@ static void on_fork_parent(void) {
   instance_unlock(&gpa_default_instance);
   for (gpa_instance_t *inst = registry_first; inst != NULL; inst = inst->next_live) instance_unlock(inst);
   pthread_mutex_unlock(&registry_lock);
+  for (size_t i = fork_hooks_set(); i-- > 0;) fork_hooks[i].parent();
 }
 static void on_fork_child(void) {
   pthread_mutex_init(&gpa_default_instance.lock, NULL);
   for (gpa_instance_t *inst = registry_first; inst != NULL; inst = inst->next_live) pthread_mutex_init(&inst->lock, NULL);
   pthread_mutex_init(&registry_lock, NULL);
+  for (size_t i = fork_hooks_set(); i-- > 0;) fork_hooks[i].child();
 }
 
 /* Registers the thread-exit hook and the fork handlers.  pthread_atfork may

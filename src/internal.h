@@ -146,7 +146,9 @@ static inline gpa_heap_t *heap_current(void) {
   return h;
 }
 
-static inline void *heap_malloc(gpa_heap_t *h, size_t size) {
+/* The fast path alone: a block from the size's current slab, or NULL when
+ * there is none (the empty heap never has one). */
+static inline void *heap_malloc_direct(gpa_heap_t *h, size_t size) {
   if (GPA_LIKELY(size <= GPA_DIRECT_MAX)) {
     gpa_slab_t *s = h->direct[(size + 15) >> 4];
     gpa_block_t *b = s->free;
@@ -157,6 +159,12 @@ static inline void *heap_malloc(gpa_heap_t *h, size_t size) {
       return b;
     }
   }
+  return NULL;
+}
+
+static inline void *heap_malloc(gpa_heap_t *h, size_t size) {
+  void *p = heap_malloc_direct(h, size);
+  if (GPA_LIKELY(p != NULL)) return p;
   return heap_malloc_generic(h, size);
 }
 
@@ -168,28 +176,31 @@ static inline void heap_free_to_own_slab(gpa_heap_t *h, gpa_slab_t *s, gpa_block
   if (GPA_UNLIKELY(--s->used == 0)) heap_free_slow(h, s);
 }
 
-/* The named slow paths of heap_free (free.c). */
-void heap_free_generic(gpa_heap_t *h, gpa_segment_t *seg, void *p);
-void heap_free_outside_segments(void *p);
+/* Every free the fast path does not finish (free.c): NULL, large and
+ * over-aligned blocks, other threads' blocks, and misuse. */
+void heap_free_slow_path(gpa_heap_t *h, void *p);
 
-/* Free `p` from a thread whose heap (in the block's instance) is `h`: the
- * empty heap if it has none, and then every free takes the remote path. */
-static inline void heap_free(gpa_heap_t *h, void *p) {
-  /* NULL needs no test of its own: no segment starts at address 0. */
+/* The fast path alone: `h`'s own valid small block goes back to its slab;
+ * false (nothing done) for anything else.  NULL needs no test of its own:
+ * no segment starts at address 0. */
+static inline bool heap_free_own(gpa_heap_t *h, void *p) {
   gpa_segment_t *seg = segment_of(p);
-  if (GPA_UNLIKELY(!segmap_contains(seg))) {
-    heap_free_outside_segments(p);
-    return;
-  }
-  if (GPA_LIKELY(seg->owner == h)) {
+  if (GPA_LIKELY(segmap_contains(seg) && seg->owner == h)) {
     gpa_slab_t *s = slab_of(seg, p);
     gpa_block_t *b = p;
     if (GPA_LIKELY(slab_is_block_start(s, p) && !slab_block_looks_free(s, b))) {
       heap_free_to_own_slab(h, s, b);
-      return;
+      return true;
     }
   }
-  heap_free_generic(h, seg, p);
+  return false;
+}
+
+/* Free `p` from a thread whose heap (in the block's instance) is `h`: the
+ * empty heap if it has none, and then every free takes the remote path. */
+static inline void heap_free(gpa_heap_t *h, void *p) {
+  if (GPA_LIKELY(heap_free_own(h, p))) return;
+  heap_free_slow_path(h, p);
 }
 
 /* ---- large objects ----------------------------------------------------- */
@@ -246,6 +257,12 @@ static inline gpa_heap_t *instance_thread_heap_if_any(gpa_instance_t *inst) {
 void instance_slot_set_default(gpa_heap_t *h);
 void instance_slot_clear_default(void);
 gpa_instance_t *instance_create(bool thread_safe);
+/* The same without the process set-up (whose pthread_atfork allocates),
+ * for a caller deciding what malloc is before it may allocate. */
+gpa_instance_t *instance_create_early(bool thread_safe);
+/* Functions fork() calls for a layer above the core's locks: prepare before
+ * the core's, parent and child after.  False when the few slots are taken. */
+bool instance_add_fork_hook(void (*prepare)(void), void (*parent)(void), void (*child)(void));
 void instance_destroy(gpa_instance_t *inst, size_t *live_blocks, size_t *live_bytes);
 void instance_count_live(gpa_instance_t *inst, size_t *blocks, size_t *bytes);
 void instance_ensure_process_init(void);
@@ -264,6 +281,18 @@ void gpa_core_free(void *p);
 void *gpa_core_realloc(void *p, size_t size);
 void *gpa_core_aligned(size_t alignment, size_t size);
 size_t gpa_core_usable_size(const void *p);
+
+/* The block an address falls in, for the debug layer: any byte of a carved
+ * small block or of a live large one, or the start of an over-aligned one.
+ * looks_free: the core's own mark says the block is free (a hint: program
+ * data can mimic it). */
+typedef struct gpa_block_info {
+  uint8_t *start;
+  size_t size;
+  struct gpa_instance *instance;
+  bool looks_free;
+} gpa_block_info_t;
+bool block_find(const void *p, gpa_block_info_t *out);
 
 /* The usable size of a block known to be ours. */
 size_t block_usable_size(gpa_segment_t *seg, const void *p);

@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "debug.h"
 #include "gpa.h"
 #include "internal.h"
 #include "os.h"
@@ -20,15 +21,78 @@ static bool is_power_of_two(size_t x) { return x != 0 && (x & (x - 1)) == 0; }
 
 GPA_EXPORT const char *gpa_version(void) { return "0.2.0"; }
 
-GPA_EXPORT void *malloc(size_t size) {
-  return heap_malloc(gpa_tls_heap, size);
+/* The return address of the program's call: the first frame of every
+ * stack the debug layer records. */
+#define CALLER() ((uintptr_t)__builtin_return_address(0))
+
+/* ---- the debug layer's side of each entry point ---------------------------
+ * Taken only when GPA_OPTIONS switched the layer on (debug_malloc_active).
+ * Blocks made through gpa_default() belong to the plain instance and go
+ * back to the core; nothing here may call a core function that would give
+ * the thread a heap of the plain instance (that would route its mallocs
+ * past the layer). */
+
+static void debug_family_free(void *p, bool sized, size_t size, uintptr_t caller, const char *op) {
+  if (p != NULL && debug_malloc_block_is_plain(p)) {
+    heap_free(gpa_tls_heap, p);
+    return;
+  }
+  debug_free(gpa_debug_malloc, p, sized, size, caller, op);
 }
 
-GPA_EXPORT void free(void *p) { heap_free(gpa_tls_heap, p); }
+static void *debug_family_realloc(void *p, size_t size, uintptr_t caller) {
+  if (p != NULL && debug_malloc_block_is_plain(p)) {
+    size_t old = gpa_core_usable_size(p);
+    void *q = debug_alloc(gpa_debug_malloc, size, GPA_MIN_ALIGN, false, caller, "realloc");
+    if (q == NULL) return NULL;
+    memcpy(q, p, old < size ? old : size);
+    heap_free(gpa_tls_heap, p);
+    return q;
+  }
+  return debug_realloc(gpa_debug_malloc, p, size, caller, "realloc");
+}
 
-GPA_EXPORT void *calloc(size_t count, size_t size) { return gpa_core_calloc(count, size); }
+/* ---- malloc and free --------------------------------------------------------
+ * The fast paths are the core's inline ones; everything else is a named
+ * slow path. */
 
-GPA_EXPORT void *realloc(void *p, size_t size) { return gpa_core_realloc(p, size); }
+static GPA_NOINLINE void *malloc_slow(size_t size, uintptr_t caller) {
+  if (debug_malloc_active()) return debug_alloc(gpa_debug_malloc, size, GPA_MIN_ALIGN, false, caller, "malloc");
+  return heap_malloc_generic(gpa_tls_heap, size);
+}
+
+GPA_EXPORT void *malloc(size_t size) {
+  void *p = heap_malloc_direct(gpa_tls_heap, size);
+  if (GPA_LIKELY(p != NULL)) return p;
+  return malloc_slow(size, CALLER());
+}
+
+static GPA_NOINLINE void free_slow(void *p, uintptr_t caller) {
+  if (debug_malloc_active()) debug_family_free(p, false, 0, caller, "free");
+  else heap_free_slow_path(gpa_tls_heap, p);
+}
+
+GPA_EXPORT void free(void *p) {
+  if (GPA_LIKELY(heap_free_own(gpa_tls_heap, p))) return;
+  free_slow(p, CALLER());
+}
+
+GPA_EXPORT void *calloc(size_t count, size_t size) {
+  if (GPA_UNLIKELY(debug_malloc_active())) {
+    size_t total;
+    if (__builtin_mul_overflow(count, size, &total)) {
+      errno = ENOMEM;
+      return NULL;
+    }
+    return debug_alloc(gpa_debug_malloc, total, GPA_MIN_ALIGN, true, CALLER(), "calloc");
+  }
+  return gpa_core_calloc(count, size);
+}
+
+GPA_EXPORT void *realloc(void *p, size_t size) {
+  if (GPA_UNLIKELY(debug_malloc_active())) return debug_family_realloc(p, size, CALLER());
+  return gpa_core_realloc(p, size);
+}
 
 GPA_EXPORT void *reallocarray(void *p, size_t count, size_t size) {
   size_t total;
@@ -36,22 +100,33 @@ GPA_EXPORT void *reallocarray(void *p, size_t count, size_t size) {
     errno = ENOMEM;
     return NULL;
   }
+  if (GPA_UNLIKELY(debug_malloc_active())) return debug_family_realloc(p, total, CALLER());
   return gpa_core_realloc(p, total);
 }
 
 void cfree(void *p); /* obsolete: no longer declared by glibc's headers */
-GPA_EXPORT void cfree(void *p) { gpa_core_free(p); }
+GPA_EXPORT void cfree(void *p) {
+  if (GPA_UNLIKELY(debug_malloc_active())) debug_family_free(p, false, 0, CALLER(), "cfree");
+  else gpa_core_free(p);
+}
 
-/* Sizes are accepted as given: any size that maps to the block is valid. */
+/* Sizes are accepted as given: any size that maps to the block is valid.
+ * The debug layer holds them to the size asked for. */
 GPA_EXPORT void free_sized(void *p, size_t size) {
-  (void)size;
-  gpa_core_free(p);
+  if (GPA_UNLIKELY(debug_malloc_active())) debug_family_free(p, true, size, CALLER(), "free_sized");
+  else gpa_core_free(p);
 }
 
 GPA_EXPORT void free_aligned_sized(void *p, size_t alignment, size_t size) {
   (void)alignment;
-  (void)size;
-  gpa_core_free(p);
+  if (GPA_UNLIKELY(debug_malloc_active())) debug_family_free(p, true, size, CALLER(), "free_aligned_sized");
+  else gpa_core_free(p);
+}
+
+/* Every aligned entry point ends here with a valid power-of-two alignment. */
+static void *aligned_entry(size_t alignment, size_t size, uintptr_t caller, const char *op) {
+  if (GPA_UNLIKELY(debug_malloc_active())) return debug_alloc(gpa_debug_malloc, size, alignment, false, caller, op);
+  return gpa_core_aligned(alignment, size);
 }
 
 GPA_EXPORT void *aligned_alloc(size_t alignment, size_t size) {
@@ -59,7 +134,7 @@ GPA_EXPORT void *aligned_alloc(size_t alignment, size_t size) {
     errno = EINVAL;
     return NULL;
   }
-  return gpa_core_aligned(alignment, size);
+  return aligned_entry(alignment, size, CALLER(), "aligned_alloc");
 }
 
 /* glibc rounds a non-power-of-two alignment up to the next power of two. */
@@ -73,13 +148,13 @@ GPA_EXPORT void *memalign(size_t alignment, size_t size) {
     while (p < alignment) p <<= 1;
     alignment = p;
   }
-  return gpa_core_aligned(alignment, size);
+  return aligned_entry(alignment, size, CALLER(), "memalign");
 }
 
 GPA_EXPORT int posix_memalign(void **memptr, size_t alignment, size_t size) {
   if (!is_power_of_two(alignment) || alignment % sizeof(void *) != 0) return EINVAL;
   int saved = errno;
-  void *p = gpa_core_aligned(alignment, size);
+  void *p = aligned_entry(alignment, size, CALLER(), "posix_memalign");
   if (p == NULL) {
     errno = saved; /* posix_memalign reports through its result, not errno */
     return ENOMEM;
@@ -88,7 +163,7 @@ GPA_EXPORT int posix_memalign(void **memptr, size_t alignment, size_t size) {
   return 0;
 }
 
-GPA_EXPORT void *valloc(size_t size) { return gpa_core_aligned(os_page_size(), size); }
+GPA_EXPORT void *valloc(size_t size) { return aligned_entry(os_page_size(), size, CALLER(), "valloc"); }
 
 GPA_EXPORT void *pvalloc(size_t size) {
   size_t page = os_page_size();
@@ -97,21 +172,30 @@ GPA_EXPORT void *pvalloc(size_t size) {
     return NULL;
   }
   size_t rounded = (size + page - 1) & ~(page - 1);
-  return gpa_core_aligned(page, rounded ? rounded : page);
+  return aligned_entry(page, rounded ? rounded : page, CALLER(), "pvalloc");
 }
 
-GPA_EXPORT size_t malloc_usable_size(void *p) { return gpa_core_usable_size(p); }
+GPA_EXPORT size_t malloc_usable_size(void *p) {
+  if (GPA_UNLIKELY(debug_malloc_active()) && !(p != NULL && debug_malloc_block_is_plain(p)))
+    return debug_usable_size(gpa_debug_malloc, p, CALLER());
+  return gpa_core_usable_size(p);
+}
+
+/* The instance behind the family: the debug state's when it is on. */
+static gpa_instance_t *family_instance(void) {
+  return debug_malloc_active() ? gpa_debug_malloc->inst : &gpa_default_instance;
+}
 
 GPA_EXPORT int malloc_trim(size_t pad) {
   (void)pad; /* no top-of-heap to keep padded: every free page can go */
-  return instance_trim(&gpa_default_instance) ? 1 : 0;
+  return instance_trim(family_instance()) ? 1 : 0;
 }
 
 static size_t clamp_int(size_t v) { return v > INT_MAX ? INT_MAX : v; }
 
 GPA_EXPORT struct mallinfo2 mallinfo2(void) {
   gpa_stats_t st;
-  stats_collect(&gpa_default_instance, &st);
+  stats_collect(family_instance(), &st);
   struct mallinfo2 mi;
   memset(&mi, 0, sizeof mi);
   mi.arena = st.small_mapped;                 /* bytes in small segments */
@@ -157,7 +241,7 @@ static void append(char *buf, size_t *len, size_t cap, const char *label, size_t
 /* Like glibc, a short table on stderr. */
 GPA_EXPORT void malloc_stats(void) {
   gpa_stats_t st;
-  stats_collect(&gpa_default_instance, &st);
+  stats_collect(family_instance(), &st);
   char buf[512];
   size_t len = 0;
   append(buf, &len, sizeof buf, "gpa: small segment bytes = ", st.small_mapped);

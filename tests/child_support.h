@@ -72,7 +72,7 @@ static int is_hex_digit(char c) {
 }
 
 /* The child died of SIGABRT after one line "gpa: ..." naming `p` as %p does. */
-static void assert_reported(const outcome_t *out, const void *p) {
+__attribute__((unused)) static void assert_reported(const outcome_t *out, const void *p) {
   char want[32];
   snprintf(want, sizeof want, "%p", p);
   print_message("child stderr: %s", out->err);

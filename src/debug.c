@@ -1,0 +1,780 @@
+/*
+ * debug.c: the debug layer's blocks: the record before each block and the
+ * guard bytes after it, the live list, the quarantine, the memory limit,
+ * and every report about a block (double and invalid frees, size
+ * mismatches, overflows, writes after free).
+ *
+ * Locking: one mutex per state.  Stacks are captured before it is taken
+ * (capturing may allocate once per thread) and reports are written after
+ * it is released, so a report that ends in abort() never leaves it held.
+ */
+#include "debug.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <sys/stat.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "debug_writer.h"
+#include "os.h"
+#include "size_class.h"
+
+/* Written over the slack after every block; 0xCB is odd (never a valid
+ * aligned pointer byte pattern), not a common fill (0x00, 0xFF), and
+ * distinct from the two fills in gpa.h. */
+#define DEBUG_CANARY_BYTE 0xCB
+/* Guard bytes guaranteed after every block when canaries are on: two words,
+ * so an off-by-one and a one-word overrun are both caught. */
+#define DEBUG_CANARY_MIN 16
+
+#define DEBUG_MAGIC_LIVE 0x4c617067u  /* "gpaL" */
+#define DEBUG_MAGIC_FREED 0x46617067u /* "gpaF" */
+
+_Static_assert(sizeof(debug_header_t) == 64, "the record is one cache line, a multiple of 16");
+
+/* ---- per-thread ---------------------------------------------------------- */
+
+/* Inside the allocator already: set while a stack is captured (the first
+ * capture per thread asks the C library for the stack's bounds, which may
+ * allocate) so those nested allocations are served without a stack. */
+static __thread bool tls_inside __attribute__((tls_model("initial-exec")));
+static __thread uint32_t tls_thread_number __attribute__((tls_model("initial-exec")));
+static _Atomic(uint32_t) thread_numbers;
+
+/* Threads are numbered in the order they first allocate or free: 1 is the
+ * first, usually the main thread. */
+static uint32_t thread_number(void) {
+  if (GPA_UNLIKELY(tls_thread_number == 0))
+    tls_thread_number = atomic_fetch_add_explicit(&thread_numbers, 1, memory_order_relaxed) + 1;
+  return tls_thread_number;
+}
+
+static _Atomic(uint64_t) allocation_seq;
+
+/* ---- every state, for fork ------------------------------------------------ */
+
+static pthread_mutex_t states_lock = PTHREAD_MUTEX_INITIALIZER;
+static debug_t *states;
+static _Atomic(bool) fork_hook_added;
+
+static void states_fork_prepare(void) {
+  pthread_mutex_lock(&states_lock);
+  for (debug_t *d = states; d != NULL; d = d->next_state) pthread_mutex_lock(&d->lock);
+}
+static void states_fork_parent(void) {
+  for (debug_t *d = states; d != NULL; d = d->next_state) pthread_mutex_unlock(&d->lock);
+  pthread_mutex_unlock(&states_lock);
+}
+static void states_fork_child(void) {
+  for (debug_t *d = states; d != NULL; d = d->next_state) pthread_mutex_init(&d->lock, NULL);
+  pthread_mutex_init(&states_lock, NULL);
+}
+
+/* ---- the log ----------------------------------------------------------------- */
+
+/* Descriptors from here up are rarely chosen by programs, which take the
+ * lowest free number. */
+#define DEBUG_LOG_FD_MIN 200
+
+void debug_set_log(debug_t *d, int fd) {
+  int high = fcntl(fd, F_DUPFD_CLOEXEC, DEBUG_LOG_FD_MIN);
+  if (high >= 0) {
+    if (fd != 2) close(fd);
+    fd = high;
+  }
+  struct stat st;
+  if (d->log_fd > 2) close(d->log_fd); /* the one set before (fresh states hold 0) */
+  d->log_fd = fd;
+  d->log_dev = d->log_ino = 0;
+  if (fstat(fd, &st) == 0) {
+    d->log_dev = st.st_dev;
+    d->log_ino = st.st_ino;
+  }
+}
+
+int debug_log_fd(const debug_t *d) {
+  struct stat st;
+  if (fstat(d->log_fd, &st) == 0 && st.st_dev == d->log_dev && st.st_ino == d->log_ino) return d->log_fd;
+  return 2;
+}
+
+/* ---- set-up ---------------------------------------------------------------- */
+
+static size_t state_mapping_size(void) {
+  size_t page = os_page_size();
+  return (sizeof(debug_t) + page - 1) & ~(page - 1);
+}
+
+debug_t *debug_create(gpa_instance_t *inst, const gpa_debug_config_t *config, const void *owner) {
+  debug_t *d = os_reserve_aligned(state_mapping_size(), os_page_size());
+  if (d == NULL) return NULL;
+  d->config = *config;
+  if (d->config.frames > DEBUG_MAX_FRAMES) d->config.frames = DEBUG_MAX_FRAMES;
+  d->inst = inst;
+  d->owner = owner;
+  debug_set_log(d, 2);
+  pthread_mutex_init(&d->lock, NULL);
+  /* The core's fork handlers take the states' locks too (registering our
+   * own with pthread_atfork would allocate, perhaps inside an allocation
+   * made by pthread_atfork itself). */
+  if (!atomic_exchange(&fork_hook_added, true))
+    instance_add_fork_hook(states_fork_prepare, states_fork_parent, states_fork_child);
+  pthread_mutex_lock(&states_lock);
+  d->next_state = states;
+  states = d;
+  pthread_mutex_unlock(&states_lock);
+  return d;
+}
+
+static void state_unregister(debug_t *d) {
+  pthread_mutex_lock(&states_lock);
+  for (debug_t **link = &states; *link != NULL; link = &(*link)->next_state) {
+    if (*link == d) {
+      *link = d->next_state;
+      break;
+    }
+  }
+  pthread_mutex_unlock(&states_lock);
+}
+
+/* ---- records ---------------------------------------------------------------- */
+
+static uint32_t header_hash(const debug_header_t *h) {
+  uint64_t x = h->size * 0x9E3779B97F4A7C15ull ^ h->seq ^ ((uint64_t)h->pad << 32) ^ h->alignment;
+  x ^= x >> 29;
+  x *= 0xBF58476D1CE4E5B9ull;
+  return (uint32_t)(x ^ (x >> 32));
+}
+
+static uint8_t *header_user(const debug_header_t *h) { return (uint8_t *)h + h->pad; }
+
+static size_t guard_bytes(const debug_t *d) { return d->config.canaries ? DEBUG_CANARY_MIN : 0; }
+
+/* Row of the statistics table for a request of `size` bytes. */
+static unsigned stats_row(size_t size) {
+  return size <= GPA_SMALL_MAX ? size_class_of(size) : DEBUG_STAT_ROWS - 1;
+}
+
+static void stats_on_alloc(debug_stats_t *st, size_t size) {
+  st->live_bytes += size;
+  st->live_blocks++;
+  if (st->live_bytes > st->peak_bytes) st->peak_bytes = st->live_bytes;
+  if (st->live_blocks > st->peak_blocks) st->peak_blocks = st->live_blocks;
+  st->total_allocs++;
+  st->total_bytes += size;
+  unsigned row = stats_row(size);
+  st->row_allocs[row]++;
+  st->row_live[row]++;
+}
+
+static void stats_on_free(debug_stats_t *st, size_t size) {
+  st->live_bytes -= size;
+  st->live_blocks--;
+  st->total_frees++;
+  st->row_live[stats_row(size)]--;
+}
+
+static void live_link(debug_t *d, debug_header_t *h) {
+  h->prev = NULL;
+  h->next = d->live;
+  if (d->live != NULL) d->live->prev = h;
+  d->live = h;
+}
+
+static void live_unlink(debug_t *d, debug_header_t *h) {
+  if (h->prev != NULL) h->prev->next = h->next;
+  else d->live = h->next;
+  if (h->next != NULL) h->next->prev = h->prev;
+}
+
+/* ---- stacks ------------------------------------------------------------------ */
+
+static _Atomic(bool) unwinder_primed;
+
+static stack_id_t capture_stack(const debug_t *d, uintptr_t ret_addr) {
+  if (d->config.frames == 0 || tls_inside) return 0;
+  uintptr_t frames[DEBUG_MAX_FRAMES];
+  tls_inside = true;
+  if (d->config.exact_stacks && !atomic_load_explicit(&unwinder_primed, memory_order_acquire)) {
+    debug_stack_prime(); /* loads the unwinder, which allocates */
+    atomic_store_explicit(&unwinder_primed, true, memory_order_release);
+  }
+  unsigned n = debug_stack_capture(frames, d->config.frames, ret_addr, d->config.exact_stacks);
+  stack_id_t id = debug_stack_save(frames, n);
+  tls_inside = false;
+  return id;
+}
+
+/* ---- reports ------------------------------------------------------------------ */
+
+/* What a report needs of a block, copied out under the lock so the report
+ * itself runs without it. */
+typedef struct block_view {
+  const void *user;
+  size_t size;
+  stack_id_t alloc_stack, free_stack;
+  uint32_t alloc_thread, free_thread;
+  bool known; /* the record was intact */
+} block_view_t;
+
+static block_view_t view_of(const debug_header_t *h) {
+  return (block_view_t){.user = header_user(h), .size = h->size, .alloc_stack = h->alloc_stack,
+                        .free_stack = h->free_stack, .alloc_thread = h->alloc_thread,
+                        .free_thread = h->free_thread, .known = true};
+}
+
+/* NULL: no record (the view says nothing is known). */
+static block_view_t view_or_nothing(const debug_header_t *h) {
+  return h != NULL ? view_of(h) : (block_view_t){.known = false};
+}
+
+static void report_begin(debug_writer_t *w, const debug_t *d) {
+  writer_init(w, debug_log_fd(d));
+  writer_str(w, "gpa: ");
+}
+
+static void report_stack(debug_writer_t *w, const char *what, uint32_t thread, stack_id_t stack) {
+  writer_str(w, "  ");
+  writer_str(w, what);
+  if (thread != 0) {
+    writer_str(w, " by thread ");
+    writer_dec(w, thread);
+  }
+  writer_str(w, " at:\n");
+  debug_stack_print(w, stack, "    ");
+}
+
+/* The end of every misuse report: abort, or carry on when asked to. */
+static void report_end(debug_writer_t *w, const debug_t *d) {
+  writer_flush(w);
+  if (!d->config.continue_on_error) abort();
+}
+
+static void report_block_line(debug_writer_t *w, const block_view_t *v) {
+  writer_str(w, "a ");
+  writer_dec(w, v->size);
+  writer_str(w, "-byte block at ");
+  writer_hex(w, (uintptr_t)v->user);
+}
+
+static void report_misuse_here(debug_writer_t *w, const char *op, stack_id_t here) {
+  writer_str(w, "  ");
+  writer_str(w, op);
+  writer_str(w, " called by thread ");
+  writer_dec(w, thread_number());
+  writer_str(w, " at:\n");
+  debug_stack_print(w, here, "    ");
+}
+
+/* ---- checks ---------------------------------------------------------------------- */
+
+typedef enum {
+  FIND_LIVE,        /* p is a live block's start */
+  FIND_FREED,       /* p is a quarantined block's start */
+  FIND_RELEASED,    /* p is the start of a block already given back to the core */
+  FIND_INTERIOR,    /* p lies inside a live block, not at its start */
+  FIND_OTHER_STATE, /* the block belongs to another instance */
+  FIND_FOREIGN,     /* not our memory at all */
+  FIND_CORRUPT,     /* our memory, but the record before p is not intact */
+} find_result_t;
+
+/* Classify `p` and, where there is a record, point *out at it.  Under the
+ * lock (a quarantined record may otherwise be released meanwhile). */
+static find_result_t find_block(debug_t *d, const void *p, debug_header_t **out) {
+  gpa_block_info_t info;
+  *out = NULL;
+  if (!block_find(p, &info)) return FIND_FOREIGN;
+  if (info.instance != d->inst) return FIND_OTHER_STATE;
+  debug_header_t *h = (debug_header_t *)info.start;
+  bool intact = (h->magic == DEBUG_MAGIC_LIVE || h->magic == DEBUG_MAGIC_FREED) && h->check == header_hash(h) &&
+                h->pad >= sizeof(debug_header_t) && h->pad < info.size;
+  if (!intact) {
+    if (info.looks_free) {
+      *out = h; /* size and stacks usually survive the core's two words */
+      return FIND_RELEASED;
+    }
+    return FIND_CORRUPT;
+  }
+  *out = h;
+  uint8_t *user = header_user(h);
+  if ((const uint8_t *)p != user) return h->magic == DEBUG_MAGIC_LIVE ? FIND_INTERIOR : FIND_FREED;
+  return h->magic == DEBUG_MAGIC_LIVE ? FIND_LIVE : FIND_FREED;
+}
+
+/* The first and one past the last guard byte that changed, relative to the
+ * end of the program's bytes; false when all are intact. */
+static bool canary_damage(const uint8_t *user, size_t size, size_t guard_end, size_t *first, size_t *last) {
+  const uint8_t *g = user + size;
+  size_t n = guard_end - size;
+  size_t i = 0;
+  while (i < n && g[i] == DEBUG_CANARY_BYTE) i++;
+  if (i == n) return false;
+  size_t j = n;
+  while (j > i && g[j - 1] == DEBUG_CANARY_BYTE) j--;
+  *first = i;
+  *last = j;
+  return true;
+}
+
+/* Bytes after the program's ones up to the end of the core block. */
+static size_t guard_end_of(const debug_header_t *h) {
+  gpa_block_info_t info;
+  if (!block_find(h, &info)) return h->size;
+  return info.size - h->pad;
+}
+
+static void report_overflow(debug_t *d, const block_view_t *v, size_t first, size_t last, const char *op,
+                            stack_id_t here) {
+  /* `here` 0: found by a final check, not by a call of the program's. */
+  debug_writer_t w;
+  report_begin(&w, d);
+  writer_str(&w, "heap buffer overflow: ");
+  writer_dec(&w, last);
+  writer_str(&w, " byte(s) written past the end of ");
+  report_block_line(&w, v);
+  if (first != 0) {
+    writer_str(&w, " (the first ");
+    writer_dec(&w, first);
+    writer_str(&w, " after it intact)");
+  }
+  writer_str(&w, ", found by ");
+  writer_str(&w, op);
+  writer_char(&w, '\n');
+  report_stack(&w, "allocated", v->alloc_thread, v->alloc_stack);
+  if (here != 0) report_misuse_here(&w, op, here);
+  report_end(&w, d);
+}
+
+/* Free fill that changed while quarantined: a write after free. */
+static bool fill_damage(const uint8_t *user, size_t size, size_t *first, size_t *count) {
+  size_t i = 0;
+  while (i < size && user[i] == GPA_DEBUG_FREE_BYTE) i++;
+  if (i == size) return false;
+  size_t changed = 0;
+  for (size_t k = i; k < size; k++) changed += user[k] != GPA_DEBUG_FREE_BYTE;
+  *first = i;
+  *count = changed;
+  return true;
+}
+
+static void report_write_after_free(debug_t *d, const block_view_t *v, size_t first, size_t count,
+                                    const char *found_by) {
+  debug_writer_t w;
+  report_begin(&w, d);
+  writer_str(&w, "write after free: ");
+  writer_dec(&w, count);
+  writer_str(&w, " byte(s) changed from offset ");
+  writer_dec(&w, first);
+  writer_str(&w, " of ");
+  report_block_line(&w, v);
+  writer_str(&w, " after it was freed, found ");
+  writer_str(&w, found_by);
+  writer_char(&w, '\n');
+  report_stack(&w, "freed", v->free_thread, v->free_stack);
+  report_stack(&w, "allocated", v->alloc_thread, v->alloc_stack);
+  report_end(&w, d);
+}
+
+/* Misuse of a pointer given to free, realloc or a size query. */
+static void report_bad_pointer(debug_t *d, find_result_t kind, const void *p, const block_view_t *view,
+                               const char *op, stack_id_t here) {
+  debug_writer_t w;
+  report_begin(&w, d);
+  block_view_t v = *view;
+  switch (kind) {
+  case FIND_FREED:
+    writer_str(&w, op);
+    writer_str(&w, "(): double free of ");
+    writer_hex(&w, (uintptr_t)p);
+    writer_str(&w, " (");
+    report_block_line(&w, &v);
+    writer_str(&w, ")\n");
+    report_stack(&w, "allocated", v.alloc_thread, v.alloc_stack);
+    report_stack(&w, "first freed", v.free_thread, v.free_stack);
+    report_stack(&w, "freed again", thread_number(), here);
+    break;
+  case FIND_RELEASED:
+    writer_str(&w, op);
+    writer_str(&w, "(): invalid pointer ");
+    writer_hex(&w, (uintptr_t)p);
+    writer_str(&w, ": not a live block (freed already and given back, or never handed out)\n");
+    report_misuse_here(&w, op, here);
+    break;
+  case FIND_INTERIOR: {
+    size_t offset = (size_t)((const uint8_t *)p - (const uint8_t *)v.user);
+    writer_str(&w, op);
+    writer_str(&w, "(): invalid pointer ");
+    writer_hex(&w, (uintptr_t)p);
+    writer_str(&w, ": ");
+    if ((const uint8_t *)p > (const uint8_t *)v.user && offset < v.size) {
+      writer_dec(&w, offset);
+      writer_str(&w, " byte(s) inside ");
+    } else {
+      writer_str(&w, "not the start of a block; it points into the guard bytes or the record of ");
+    }
+    report_block_line(&w, &v);
+    writer_char(&w, '\n');
+    report_stack(&w, "allocated", v.alloc_thread, v.alloc_stack);
+    report_misuse_here(&w, op, here);
+    break;
+  }
+  case FIND_OTHER_STATE:
+    writer_str(&w, op);
+    writer_str(&w, "(): invalid pointer ");
+    writer_hex(&w, (uintptr_t)p);
+    writer_str(&w, ": a block of another allocator instance\n");
+    report_misuse_here(&w, op, here);
+    break;
+  case FIND_FOREIGN:
+    writer_str(&w, op);
+    writer_str(&w, "(): invalid pointer ");
+    writer_hex(&w, (uintptr_t)p);
+    writer_str(&w, ": not allocated by gpa\n");
+    report_misuse_here(&w, op, here);
+    break;
+  case FIND_CORRUPT:
+  default:
+    writer_str(&w, op);
+    writer_str(&w, "(): invalid pointer ");
+    writer_hex(&w, (uintptr_t)p);
+    writer_str(&w, ": no intact block record before it (a pointer never handed out, "
+                   "or a write before the block's start)\n");
+    report_misuse_here(&w, op, here);
+    break;
+  }
+  report_end(&w, d);
+}
+
+static void report_size_mismatch(debug_t *d, const block_view_t *v, size_t given, const char *op,
+                                 stack_id_t here) {
+  debug_writer_t w;
+  report_begin(&w, d);
+  writer_str(&w, op);
+  writer_str(&w, "(): size mismatch for ");
+  writer_hex(&w, (uintptr_t)v->user);
+  writer_str(&w, ": allocation size ");
+  writer_dec(&w, v->size);
+  writer_str(&w, " byte(s) does not match free size ");
+  writer_dec(&w, given);
+  writer_char(&w, '\n');
+  report_stack(&w, "allocated", v->alloc_thread, v->alloc_stack);
+  report_misuse_here(&w, op, here);
+  report_end(&w, d);
+}
+
+/* ---- verbose log -------------------------------------------------------------- */
+
+static void log_event(const debug_t *d, const char *op, size_t size, const void *p, bool with_size,
+                      uintptr_t ret_addr) {
+  debug_writer_t w;
+  writer_init(&w, debug_log_fd(d));
+  writer_str(&w, "gpa: ");
+  writer_str(&w, op);
+  writer_char(&w, '(');
+  if (with_size) {
+    writer_dec(&w, size);
+    writer_str(&w, ") = ");
+    writer_hex(&w, (uintptr_t)p);
+  } else {
+    writer_hex(&w, (uintptr_t)p);
+    writer_str(&w, ") of ");
+    writer_dec(&w, size);
+    writer_str(&w, " byte(s)");
+  }
+  writer_str(&w, " [thread ");
+  writer_dec(&w, thread_number());
+  writer_str(&w, "] from\n");
+  uintptr_t frame = ret_addr;
+  stack_id_t id = tls_inside ? 0 : debug_stack_save(&frame, 1);
+  debug_stack_print(&w, id, "    ");
+  writer_flush(&w);
+}
+
+static void log_refused(const debug_t *d, const char *op, size_t size, size_t live) {
+  debug_writer_t w;
+  writer_init(&w, debug_log_fd(d));
+  writer_str(&w, "gpa: ");
+  writer_str(&w, op);
+  writer_char(&w, '(');
+  writer_dec(&w, size);
+  writer_str(&w, ") refused: ");
+  writer_dec(&w, live);
+  writer_str(&w, " byte(s) live, memory limit ");
+  writer_dec(&w, d->config.memory_limit);
+  writer_str(&w, " byte(s)\n");
+  writer_flush(&w);
+}
+
+/* ---- the core below ----------------------------------------------------------- */
+
+static void core_release(debug_t *d, void *block) {
+  heap_free(instance_thread_heap_if_any(d->inst), block);
+}
+
+/* Release quarantined blocks beyond the limit: verified first (write after
+ * free), then back to the core.  Takes the lock itself. */
+static void quarantine_drain(debug_t *d, size_t limit) {
+  for (;;) {
+    pthread_mutex_lock(&d->lock);
+    debug_header_t *h = d->quarantine_head;
+    if (h == NULL || d->quarantine_bytes <= limit) {
+      pthread_mutex_unlock(&d->lock);
+      return;
+    }
+    d->quarantine_head = h->next;
+    if (d->quarantine_head == NULL) d->quarantine_tail = NULL;
+    d->quarantine_bytes -= h->size;
+    pthread_mutex_unlock(&d->lock);
+    size_t first, count;
+    if (d->config.free_fill && fill_damage(header_user(h), h->size, &first, &count)) {
+      block_view_t v = view_of(h);
+      report_write_after_free(d, &v, first, count, "when it left the quarantine");
+      continue; /* carrying on: the block stays out of use */
+    }
+    core_release(d, h);
+  }
+}
+
+/* ---- the operations --------------------------------------------------------------- */
+
+void *debug_alloc(debug_t *d, size_t size, size_t alignment, bool zero, uintptr_t ret_addr, const char *op) {
+  if (alignment < GPA_MIN_ALIGN) alignment = GPA_MIN_ALIGN;
+  size_t pad = alignment > sizeof(debug_header_t) ? alignment : sizeof(debug_header_t);
+  size_t total; /* a zero-size block still gets a byte, so its address lies inside its core block */
+  if (__builtin_add_overflow(pad, size != 0 ? size : 1, &total) ||
+      __builtin_add_overflow(total, guard_bytes(d), &total)) {
+    errno = ENOMEM;
+    return NULL;
+  }
+  stack_id_t stack = capture_stack(d, ret_addr);
+  gpa_heap_t *heap = instance_thread_heap(d->inst);
+  uint8_t *block = NULL;
+  if (heap != NULL)
+    block = alignment <= GPA_MIN_ALIGN ? heap_malloc(heap, total) : heap_malloc_aligned(heap, alignment, total);
+  if (block == NULL) {
+    pthread_mutex_lock(&d->lock);
+    d->stats.failed_allocs++;
+    pthread_mutex_unlock(&d->lock);
+    errno = ENOMEM;
+    return NULL;
+  }
+  debug_header_t *h = (debug_header_t *)block;
+  h->size = size;
+  h->seq = atomic_fetch_add_explicit(&allocation_seq, 1, memory_order_relaxed) + 1;
+  h->magic = DEBUG_MAGIC_LIVE;
+  h->pad = (uint32_t)pad;
+  h->alloc_stack = stack;
+  h->free_stack = 0;
+  h->alloc_thread = thread_number();
+  h->free_thread = 0;
+  h->alignment = (uint32_t)alignment;
+  h->check = header_hash(h);
+  uint8_t *user = block + pad;
+  if (zero) memset(user, 0, size);
+  else if (d->config.alloc_fill) memset(user, GPA_DEBUG_ALLOC_BYTE, size);
+  if (d->config.canaries) memset(user + size, DEBUG_CANARY_BYTE, guard_end_of(h) - size);
+
+  pthread_mutex_lock(&d->lock);
+  if (d->config.memory_limit != 0 && d->stats.live_bytes + size > d->config.memory_limit) {
+    size_t live = d->stats.live_bytes;
+    d->stats.failed_allocs++;
+    pthread_mutex_unlock(&d->lock);
+    core_release(d, block);
+    log_refused(d, op, size, live);
+    errno = ENOMEM;
+    return NULL;
+  }
+  live_link(d, h);
+  stats_on_alloc(&d->stats, size);
+  pthread_mutex_unlock(&d->lock);
+  if (d->config.verbose) log_event(d, op, size, user, true, ret_addr);
+  return user;
+}
+
+/* Check `p` for a free-like operation; returns its record when it is a live
+ * block's start, NULL after reporting otherwise (when carrying on). */
+static debug_header_t *checked_live_block(debug_t *d, void *p, const char *op, stack_id_t *here,
+                                          uintptr_t ret_addr) {
+  debug_header_t *h;
+  pthread_mutex_lock(&d->lock);
+  find_result_t kind = find_block(d, p, &h);
+  if (GPA_LIKELY(kind == FIND_LIVE)) {
+    pthread_mutex_unlock(&d->lock);
+    return h;
+  }
+  /* What the report needs, copied while the lock keeps the record. */
+  block_view_t v = view_or_nothing(h);
+  pthread_mutex_unlock(&d->lock);
+  if (*here == 0) *here = capture_stack(d, ret_addr);
+  report_bad_pointer(d, kind, p, &v, op, *here);
+  return NULL;
+}
+
+void debug_free(debug_t *d, void *p, bool sized, size_t size, uintptr_t ret_addr, const char *op) {
+  if (p == NULL) return;
+  stack_id_t here = capture_stack(d, ret_addr);
+  debug_header_t *h = checked_live_block(d, p, op, &here, ret_addr);
+  if (h == NULL) return;
+  if (sized && size != h->size) {
+    block_view_t v = view_of(h);
+    report_size_mismatch(d, &v, size, op, here);
+    return;
+  }
+  if (d->config.canaries) {
+    size_t first, last;
+    if (canary_damage(p, h->size, guard_end_of(h), &first, &last)) {
+      block_view_t v = view_of(h);
+      report_overflow(d, &v, first, last, op, here);
+      return;
+    }
+  }
+  if (d->config.verbose) log_event(d, op, h->size, p, false, ret_addr);
+  if (d->config.free_fill) memset(p, GPA_DEBUG_FREE_BYTE, h->size);
+  bool keep = d->config.quarantine != 0;
+  pthread_mutex_lock(&d->lock);
+  if (h->magic != DEBUG_MAGIC_LIVE) {
+    /* Another thread freed it between the check and now. */
+    block_view_t v = view_of(h);
+    pthread_mutex_unlock(&d->lock);
+    report_bad_pointer(d, FIND_FREED, p, &v, op, here);
+    return;
+  }
+  live_unlink(d, h);
+  stats_on_free(&d->stats, h->size);
+  h->magic = DEBUG_MAGIC_FREED;
+  h->free_stack = here;
+  h->free_thread = thread_number();
+  h->check = header_hash(h);
+  if (keep) {
+    h->next = NULL;
+    h->prev = d->quarantine_tail;
+    if (d->quarantine_tail != NULL) d->quarantine_tail->next = h;
+    else d->quarantine_head = h;
+    d->quarantine_tail = h;
+    d->quarantine_bytes += h->size;
+  }
+  bool over = d->quarantine_bytes > d->config.quarantine;
+  pthread_mutex_unlock(&d->lock);
+  if (!keep) core_release(d, h);
+  else if (over) quarantine_drain(d, d->config.quarantine);
+}
+
+void *debug_realloc(debug_t *d, void *p, size_t size, uintptr_t ret_addr, const char *op) {
+  if (p == NULL) return debug_alloc(d, size, GPA_MIN_ALIGN, false, ret_addr, op);
+  if (size == 0) { /* as glibc: free, and NULL */
+    debug_free(d, p, false, 0, ret_addr, op);
+    return NULL;
+  }
+  stack_id_t here = 0;
+  debug_header_t *h = checked_live_block(d, p, op, &here, ret_addr);
+  if (h == NULL) return NULL;
+  size_t old_size = h->size;
+  /* Always move: a stale pointer to the old block then shows up as a write
+   * after free or a double free instead of working by luck. */
+  void *q = debug_alloc(d, size, GPA_MIN_ALIGN, false, ret_addr, op); /* realloc keeps malloc's alignment */
+  if (q == NULL) return NULL; /* the old block stays as it was */
+  memcpy(q, p, old_size < size ? old_size : size);
+  if (size > old_size && d->config.alloc_fill) memset((uint8_t *)q + old_size, GPA_DEBUG_ALLOC_BYTE, size - old_size);
+  debug_free(d, p, false, 0, ret_addr, op);
+  return q;
+}
+
+bool debug_resize(debug_t *d, void *p, size_t old_size, size_t new_size, uintptr_t ret_addr, const char *op) {
+  stack_id_t here = 0;
+  debug_header_t *h = checked_live_block(d, p, op, &here, ret_addr);
+  if (h == NULL) return false;
+  if (old_size != h->size) {
+    if (here == 0) here = capture_stack(d, ret_addr);
+    block_view_t v = view_of(h);
+    report_size_mismatch(d, &v, old_size, op, here);
+    return false;
+  }
+  size_t room = guard_end_of(h);
+  if (new_size > room || room - new_size < guard_bytes(d)) return false;
+  if (d->config.canaries) {
+    size_t first, last;
+    if (canary_damage(p, h->size, room, &first, &last)) {
+      if (here == 0) here = capture_stack(d, ret_addr);
+      block_view_t v = view_of(h);
+      report_overflow(d, &v, first, last, op, here);
+      return false;
+    }
+  }
+  pthread_mutex_lock(&d->lock);
+  stats_on_free(&d->stats, h->size);
+  stats_on_alloc(&d->stats, new_size);
+  d->stats.total_allocs--; /* a resize is not a new allocation */
+  d->stats.total_frees--;
+  h->size = new_size;
+  h->check = header_hash(h);
+  pthread_mutex_unlock(&d->lock);
+  if (new_size > old_size && d->config.alloc_fill)
+    memset((uint8_t *)p + old_size, GPA_DEBUG_ALLOC_BYTE, new_size - old_size);
+  if (d->config.canaries) memset((uint8_t *)p + new_size, DEBUG_CANARY_BYTE, room - new_size);
+  return true;
+}
+
+size_t debug_usable_size(debug_t *d, const void *p, uintptr_t ret_addr) {
+  if (p == NULL) return 0;
+  stack_id_t here = 0;
+  debug_header_t *h = checked_live_block(d, (void *)p, "malloc_usable_size", &here, ret_addr);
+  return h != NULL ? h->size : 0;
+}
+
+size_t debug_live_blocks(debug_t *d) {
+  pthread_mutex_lock(&d->lock);
+  size_t n = d->stats.live_blocks;
+  pthread_mutex_unlock(&d->lock);
+  return n;
+}
+
+size_t debug_live_bytes(debug_t *d) {
+  pthread_mutex_lock(&d->lock);
+  size_t n = d->stats.live_bytes;
+  pthread_mutex_unlock(&d->lock);
+  return n;
+}
+
+bool debug_owns(debug_t *d, const void *p) {
+  debug_header_t *h;
+  pthread_mutex_lock(&d->lock);
+  bool live = find_block(d, p, &h) == FIND_LIVE;
+  pthread_mutex_unlock(&d->lock);
+  return live;
+}
+
+/* ---- the end ------------------------------------------------------------------------ */
+
+/* Verify every live block's guard bytes (deinit and exit): an overflow of a
+ * block never freed is still an overflow.  The first damaged block is
+ * reported. */
+void debug_verify_live(debug_t *d, const char *when) {
+  if (!d->config.canaries) return;
+  block_view_t v;
+  size_t first = 0, last = 0;
+  bool damaged = false;
+  pthread_mutex_lock(&d->lock);
+  for (debug_header_t *h = d->live; h != NULL && !damaged; h = h->next) {
+    damaged = canary_damage(header_user(h), h->size, guard_end_of(h), &first, &last);
+    if (damaged) v = view_of(h);
+  }
+  pthread_mutex_unlock(&d->lock);
+  if (damaged) report_overflow(d, &v, first, last, when, 0);
+}
+
+void debug_destroy(debug_t *d, size_t *leaked_blocks, size_t *leaked_bytes) {
+  quarantine_drain(d, 0);
+  debug_verify_live(d, "gpa_deinit");
+  pthread_mutex_lock(&d->lock);
+  *leaked_blocks = d->stats.live_blocks;
+  *leaked_bytes = d->stats.live_bytes;
+  pthread_mutex_unlock(&d->lock);
+  if (d->config.leaks) debug_report_leaks(d, false);
+  if (d->config.stats) debug_print_stats(d);
+  state_unregister(d);
+  pthread_mutex_destroy(&d->lock);
+  if (d->log_fd > 2) close(d->log_fd); /* our own copy, standard error's or the log file's */
+  os_release(d, state_mapping_size());
+}
