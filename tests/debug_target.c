@@ -1,0 +1,145 @@
+/*
+ * debug_target.c: a program that is not linked with libgpa, run under the
+ * preload with GPA_OPTIONS by tests/debug_exit.sh.  Each mode does one
+ * thing the exit report or a misuse report must describe.
+ *
+ *   debug_target MODE
+ *     clean        allocate and free, nothing left
+ *     global       a block held by a global: still reachable, not a leak
+ *     list         a 5-node list whose head pointer is dropped: one direct
+ *                  leak (the head) and four indirect ones
+ *     double-free  malloc in alloc_here, free in free_first, free_second
+ *     overflow     one byte written past a 24-byte block, then freed
+ *     print-leak   prints a line to stdout (buffered), leaks one block
+ *     fork         threads allocating while the main thread forks; the child
+ *                  allocates and exits
+ */
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#define NOINLINE __attribute__((noipa)) /* no inlining, no specialised clones: the names must show */
+#define BARRIER() __asm__ volatile("" ::: "memory")
+
+struct node {
+  struct node *next;
+  long payload[3];
+};
+
+void *volatile global_block;
+
+NOINLINE void keep_in_global(void) {
+  global_block = malloc(200);
+  BARRIER();
+}
+
+NOINLINE struct node *make_list(int n) {
+  struct node *head = NULL;
+  for (int i = 0; i < n; i++) {
+    struct node *e = malloc(sizeof *e);
+    e->next = head;
+    e->payload[0] = i;
+    head = e;
+  }
+  return head;
+}
+
+/* Drops the list: its head lives only in this frame, which returns. */
+NOINLINE void build_and_drop_list(void) {
+  struct node *volatile head = make_list(5);
+  (void)head;
+  BARRIER();
+}
+
+/* Overwrite dead stack below the caller, where copies of dropped pointers
+ * may linger. */
+NOINLINE void scrub_stack(void) {
+  volatile char junk[16384];
+  memset((char *)junk, 0, sizeof junk);
+  BARRIER();
+}
+
+NOINLINE void *alloc_here(size_t n) {
+  void *p = malloc(n);
+  BARRIER();
+  return p;
+}
+
+NOINLINE void free_first(void *p) {
+  free(p);
+  BARRIER();
+}
+
+NOINLINE void free_second(void *p) {
+  free(p);
+  BARRIER();
+}
+
+static void *churn(void *arg) {
+  volatile int *stop = arg;
+  while (!*stop) {
+    void *p = malloc(64);
+    free(p);
+  }
+  return NULL;
+}
+
+static int fork_while_allocating(void) {
+  pthread_t t[2];
+  volatile int stop = 0;
+  for (int i = 0; i < 2; i++) pthread_create(&t[i], NULL, churn, (void *)&stop);
+  int failures = 0;
+  for (int round = 0; round < 20; round++) {
+    pid_t pid = fork();
+    if (pid == 0) {
+      void *p = malloc(100);
+      free(p);
+      _exit(0);
+    }
+    int status;
+    waitpid(pid, &status, 0);
+    failures += !(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+  }
+  stop = 1;
+  for (int i = 0; i < 2; i++) pthread_join(t[i], NULL);
+  return failures;
+}
+
+int main(int argc, char **argv) {
+  if (argc != 2) {
+    fprintf(stderr, "usage: debug_target MODE\n");
+    return 2;
+  }
+  const char *mode = argv[1];
+  if (strcmp(mode, "clean") == 0) {
+    for (int i = 0; i < 1000; i++) free(alloc_here((size_t)i));
+  } else if (strcmp(mode, "global") == 0) {
+    keep_in_global();
+  } else if (strcmp(mode, "list") == 0) {
+    build_and_drop_list();
+    scrub_stack();
+  } else if (strcmp(mode, "double-free") == 0) {
+    void *p = alloc_here(24);
+    free_first(p);
+    free_second(p);
+  } else if (strcmp(mode, "overflow") == 0) {
+    char *p = alloc_here(24);
+    memset(p, 'a', 25);
+    free_first(p);
+  } else if (strcmp(mode, "print-leak") == 0) {
+    printf("the program's own output");
+    alloc_here(48);
+    scrub_stack();
+  } else if (strcmp(mode, "fork") == 0) {
+    int failures = fork_while_allocating();
+    printf("fork children failed: %d\n", failures);
+    return failures != 0;
+  } else {
+    fprintf(stderr, "debug_target: unknown mode %s\n", mode);
+    return 2;
+  }
+  return 0;
+}
