@@ -43,7 +43,7 @@ extern "C" {
 #endif
 
 #define GPA_VERSION_MAJOR 0
-#define GPA_VERSION_MINOR 2
+#define GPA_VERSION_MINOR 3
 #define GPA_VERSION_PATCH 0
 
 /* The library's version as "MAJOR.MINOR.PATCH"; a static string. */

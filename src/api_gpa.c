@@ -15,7 +15,7 @@
 
 #include "api.h"
 #include "debug.h"
-#include "debug_writer.h"
+#include "writer.h"
 #include "os.h"
 #include "stats.h"
 
@@ -304,7 +304,7 @@ GPA_EXPORT void gpa_stats_print(gpa_t *gpa) {
   instance_count_live(inst, &blocks, &bytes);
   gpa_stats_t st;
   stats_collect(inst, &st);
-  debug_writer_t w;
+  writer_t w;
   writer_init(&w, 2);
   writer_str(&w, "gpa: statistics (no debug layer: what the core keeps)\n  live:   ");
   writer_dec(&w, bytes);

@@ -17,7 +17,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "debug_writer.h"
+#include "writer.h"
 #include "os.h"
 #include "size_class.h"
 
@@ -230,12 +230,12 @@ static block_view_t view_or_nothing(const debug_header_t *h) {
   return h != NULL ? view_of(h) : (block_view_t){.known = false};
 }
 
-static void report_begin(debug_writer_t *w, const debug_t *d) {
+static void report_begin(writer_t *w, const debug_t *d) {
   writer_init(w, debug_log_fd(d));
   writer_str(w, "gpa: ");
 }
 
-static void report_stack(debug_writer_t *w, const char *what, uint32_t thread, stack_id_t stack) {
+static void report_stack(writer_t *w, const char *what, uint32_t thread, stack_id_t stack) {
   writer_str(w, "  ");
   writer_str(w, what);
   if (thread != 0) {
@@ -247,19 +247,19 @@ static void report_stack(debug_writer_t *w, const char *what, uint32_t thread, s
 }
 
 /* The end of every misuse report: abort, or carry on when asked to. */
-static void report_end(debug_writer_t *w, const debug_t *d) {
+static void report_end(writer_t *w, const debug_t *d) {
   writer_flush(w);
   if (!d->config.continue_on_error) abort();
 }
 
-static void report_block_line(debug_writer_t *w, const block_view_t *v) {
+static void report_block_line(writer_t *w, const block_view_t *v) {
   writer_str(w, "a ");
   writer_dec(w, v->size);
   writer_str(w, "-byte block at ");
   writer_hex(w, (uintptr_t)v->user);
 }
 
-static void report_misuse_here(debug_writer_t *w, const char *op, stack_id_t here) {
+static void report_misuse_here(writer_t *w, const char *op, stack_id_t here) {
   writer_str(w, "  ");
   writer_str(w, op);
   writer_str(w, " called by thread ");
@@ -328,7 +328,7 @@ static size_t guard_end_of(const debug_header_t *h) {
 static void report_overflow(debug_t *d, const block_view_t *v, size_t first, size_t last, const char *op,
                             stack_id_t here) {
   /* `here` 0: found by a final check, not by a call of the program's. */
-  debug_writer_t w;
+  writer_t w;
   report_begin(&w, d);
   writer_str(&w, "heap buffer overflow: ");
   writer_dec(&w, last);
@@ -361,7 +361,7 @@ static bool fill_damage(const uint8_t *user, size_t size, size_t *first, size_t 
 
 static void report_write_after_free(debug_t *d, const block_view_t *v, size_t first, size_t count,
                                     const char *found_by) {
-  debug_writer_t w;
+  writer_t w;
   report_begin(&w, d);
   writer_str(&w, "write after free: ");
   writer_dec(&w, count);
@@ -380,7 +380,7 @@ static void report_write_after_free(debug_t *d, const block_view_t *v, size_t fi
 /* Misuse of a pointer given to free, realloc or a size query. */
 static void report_bad_pointer(debug_t *d, find_result_t kind, const void *p, const block_view_t *view,
                                const char *op, stack_id_t here) {
-  debug_writer_t w;
+  writer_t w;
   report_begin(&w, d);
   block_view_t v = *view;
   switch (kind) {
@@ -449,7 +449,7 @@ static void report_bad_pointer(debug_t *d, find_result_t kind, const void *p, co
 
 static void report_size_mismatch(debug_t *d, const block_view_t *v, size_t given, const char *op,
                                  stack_id_t here) {
-  debug_writer_t w;
+  writer_t w;
   report_begin(&w, d);
   writer_str(&w, op);
   writer_str(&w, "(): size mismatch for ");
@@ -468,7 +468,7 @@ static void report_size_mismatch(debug_t *d, const block_view_t *v, size_t given
 
 static void log_event(const debug_t *d, const char *op, size_t size, const void *p, bool with_size,
                       uintptr_t ret_addr) {
-  debug_writer_t w;
+  writer_t w;
   writer_init(&w, debug_log_fd(d));
   writer_str(&w, "gpa: ");
   writer_str(&w, op);
@@ -493,7 +493,7 @@ static void log_event(const debug_t *d, const char *op, size_t size, const void 
 }
 
 static void log_refused(const debug_t *d, const char *op, size_t size, size_t live) {
-  debug_writer_t w;
+  writer_t w;
   writer_init(&w, debug_log_fd(d));
   writer_str(&w, "gpa: ");
   writer_str(&w, op);
@@ -762,6 +762,20 @@ void debug_verify_live(debug_t *d, const char *when) {
   }
   pthread_mutex_unlock(&d->lock);
   if (damaged) report_overflow(d, &v, first, last, when, 0);
+}
+
+void debug_verify_quarantine(debug_t *d, const char *when) {
+  if (!d->config.free_fill) return;
+  block_view_t v;
+  size_t first = 0, count = 0;
+  bool damaged = false;
+  pthread_mutex_lock(&d->lock);
+  for (debug_header_t *h = d->quarantine_head; h != NULL && !damaged; h = h->next) {
+    damaged = fill_damage(header_user(h), h->size, &first, &count);
+    if (damaged) v = view_of(h);
+  }
+  pthread_mutex_unlock(&d->lock);
+  if (damaged) report_write_after_free(d, &v, first, count, when);
 }
 
 void debug_destroy(debug_t *d, size_t *leaked_blocks, size_t *leaked_bytes) {

@@ -103,6 +103,9 @@ bool debug_owns(debug_t *d, const void *p);
 /* Check every live block's guard bytes; the first damaged one is reported
  * as an overflow found by `when`. */
 void debug_verify_live(debug_t *d, const char *when);
+/* The same for the quarantine's fill: the first block written after its
+ * free is reported, found `when`. */
+void debug_verify_quarantine(debug_t *d, const char *when);
 
 /* ---- debug_report.c ---- */
 

@@ -11,7 +11,7 @@
 
 #include "debug.h"
 #include "debug_options.h"
-#include "debug_writer.h"
+#include "writer.h"
 #include "os.h"
 
 _Atomic(int) gpa_debug_mode = DEBUG_MODE_UNDECIDED;
@@ -27,7 +27,7 @@ static char log_path[DEBUG_LOG_PATH_MAX];
 #define DEBUG_OPTIONS_EXIT 2
 
 static __attribute__((noreturn)) void options_fail(const char *line) {
-  debug_writer_t w;
+  writer_t w;
   writer_init(&w, 2);
   writer_str(&w, line);
   writer_char(&w, '\n');
@@ -48,7 +48,7 @@ static int decide_now(void) {
   if (cfg.log_path != NULL) {
     int fd = open(cfg.log_path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
     if (fd < 0) {
-      debug_writer_t w;
+      writer_t w;
       writer_init(&w, 2);
       writer_str(&w, "gpa: GPA_OPTIONS: log=");
       writer_str(&w, cfg.log_path);
@@ -96,6 +96,7 @@ __attribute__((destructor)) static void debug_malloc_at_exit(void) {
   if (!debug_malloc_active()) return;
   debug_t *d = gpa_debug_malloc;
   debug_verify_live(d, "the check at exit");
+  debug_verify_quarantine(d, "at exit");
   size_t leaked = d->config.leaks ? debug_report_leaks(d, true) : 0;
   if (d->config.stats) debug_print_stats(d);
   if (leaked != 0 && d->config.leak_exitcode != 0) {

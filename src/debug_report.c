@@ -9,7 +9,7 @@
 
 #include "debug.h"
 #include "debug_reach.h"
-#include "debug_writer.h"
+#include "writer.h"
 #include "os.h"
 #include "size_class.h"
 
@@ -96,7 +96,7 @@ static const char *const state_titles[] = {
   [REACH_REACHABLE] = "Still reachable",
 };
 
-static void report_title(debug_writer_t *w, const debug_t *d, size_t live, bool at_exit) {
+static void report_title(writer_t *w, const debug_t *d, size_t live, bool at_exit) {
   writer_str(w, "gpa: leak report for ");
   if (d->owner == NULL) {
     writer_str(w, "malloc (process ");
@@ -114,7 +114,7 @@ static void report_title(debug_writer_t *w, const debug_t *d, size_t live, bool 
 /* At exit, a clean check says so in one line: a run asked for leak checking
  * and silence would not tell "no leaks" from "never checked". */
 static void report_no_leaks(debug_t *d, size_t reachable_bytes, size_t reachable_blocks) {
-  debug_writer_t w;
+  writer_t w;
   writer_init(&w, debug_log_fd(d));
   writer_str(&w, "gpa: leak check at exit (process ");
   writer_dec(&w, (uint64_t)getpid());
@@ -138,7 +138,7 @@ size_t debug_report_leaks(debug_t *d, bool at_exit) {
   size_t groups_size = round_to_pages(n * sizeof(leak_group_t));
   reach_block_t *blocks = os_reserve_aligned(blocks_size, os_page_size());
   leak_group_t *groups = os_reserve_aligned(groups_size, os_page_size());
-  debug_writer_t w;
+  writer_t w;
   writer_init(&w, debug_log_fd(d));
   if (blocks == NULL || groups == NULL) {
     writer_str(&w, "gpa: leak report: out of memory for the report; ");
@@ -221,7 +221,7 @@ void debug_print_stats(debug_t *d) {
   debug_stats_t st = d->stats;
   size_t quarantined = d->quarantine_bytes;
   pthread_mutex_unlock(&d->lock);
-  debug_writer_t w;
+  writer_t w;
   writer_init(&w, debug_log_fd(d));
   writer_str(&w, "gpa: statistics for ");
   if (d->owner == NULL) {

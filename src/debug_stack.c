@@ -401,7 +401,7 @@ unsigned debug_stack_load(stack_id_t id, const uintptr_t **frames) {
 
 /* ---- printing ----------------------------------------------------------------- */
 
-static void print_frame(debug_writer_t *w, unsigned index, uintptr_t addr, const char *indent) {
+static void print_frame(writer_t *w, unsigned index, uintptr_t addr, const char *indent) {
   writer_str(w, indent);
   writer_char(w, '#');
   writer_dec(w, index);
@@ -433,7 +433,7 @@ static void print_frame(debug_writer_t *w, unsigned index, uintptr_t addr, const
   writer_char(w, '\n');
 }
 
-void debug_stack_print(debug_writer_t *w, stack_id_t id, const char *indent) {
+void debug_stack_print(writer_t *w, stack_id_t id, const char *indent) {
   if (indent == NULL) indent = "";
   const uintptr_t *frames;
   unsigned n = debug_stack_load(id, &frames);

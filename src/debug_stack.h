@@ -10,7 +10,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-#include "debug_writer.h"
+#include "writer.h"
 
 /* The most frames a stack keeps (gpa_debug_config_t.frames is capped here). */
 #define DEBUG_MAX_FRAMES 64
@@ -56,6 +56,6 @@ unsigned debug_stack_load(stack_id_t id, const uintptr_t **frames);
  * the symbol from dladdr (omitted when none: "#0 0x... (/path+0x1234)"),
  * then the module and the offset in it that addr2line takes.  A stack with
  * no frames prints "<indent>(no stack recorded)\n". */
-void debug_stack_print(debug_writer_t *w, stack_id_t id, const char *indent);
+void debug_stack_print(writer_t *w, stack_id_t id, const char *indent);
 
 #endif /* GPA_DEBUG_STACK_H */

@@ -48,6 +48,25 @@ static void assert_aborted(const outcome_t *out) {
   assert_int_equal(WTERMSIG(out->status), SIGABRT);
 }
 
+/* Run `child`; it must abort with a report holding the strings, in order. */
+static void expect_abort_report(action_fn child, const char *const *parts, size_t n) {
+  outcome_t out;
+  run_child(child, NULL, &out);
+  assert_aborted(&out);
+  assert_report_has(&out, parts, n);
+}
+#define EXPECT_ABORT_REPORT(child, ...)                                         \
+  do {                                                                          \
+    const char *const parts_[] = {__VA_ARGS__};                                 \
+    expect_abort_report(child, parts_, sizeof parts_ / sizeof parts_[0]);       \
+  } while (0)
+
+/* A debug instance in `gpa` with config `c`, and its allocator. */
+static gpa_allocator_t debug_instance(gpa_t *gpa, gpa_config_t c) {
+  assert_int_equal(gpa_init(gpa, &c), 0);
+  return gpa_allocator(gpa);
+}
+
 /* ---- double free: three stacks -------------------------------------------- */
 
 NOINLINE void *alloc_site(gpa_allocator_t a) {
@@ -71,8 +90,7 @@ void double_free_child(void *arg) {
   gpa_t gpa;
   gpa_config_t c = debug_config();
   c.debug.quarantine = 1 << 20;
-  assert_int_equal(gpa_init(&gpa, &c), 0);
-  gpa_allocator_t a = gpa_allocator(&gpa);
+  gpa_allocator_t a = debug_instance(&gpa, c);
   void *p = alloc_site(a);
   first_free_site(a, p);
   second_free_site(a, p);
@@ -80,14 +98,10 @@ void double_free_child(void *arg) {
 
 static void test_double_free_reports_three_stacks(void **state) {
   (void)state;
-  outcome_t out;
-  run_child(double_free_child, NULL, &out);
-  assert_aborted(&out);
-  const char *parts[] = {"gpa: gpa_free(): double free of 0x", "(a 24-byte block at 0x",
+  EXPECT_ABORT_REPORT(double_free_child, "gpa: gpa_free(): double free of 0x", "(a 24-byte block at 0x",
                          "allocated by thread", "in alloc_site+",
                          "first freed by thread", "in first_free_site+",
-                         "freed again by thread", "in second_free_site+"};
-  assert_report_has(&out, parts, sizeof parts / sizeof parts[0]);
+                         "freed again by thread", "in second_free_site+");
 }
 
 /* ---- invalid frees ------------------------------------------------------------ */
@@ -95,22 +109,16 @@ static void test_double_free_reports_three_stacks(void **state) {
 void interior_free_child(void *arg) {
   (void)arg;
   gpa_t gpa;
-  gpa_config_t c = debug_config();
-  assert_int_equal(gpa_init(&gpa, &c), 0);
-  gpa_allocator_t a = gpa_allocator(&gpa);
+  gpa_allocator_t a = debug_instance(&gpa, debug_config());
   char *p = alloc_site(a);
   gpa_raw_free(a, p + 8, 16, 0);
 }
 
 static void test_interior_pointer_names_block_and_offset(void **state) {
   (void)state;
-  outcome_t out;
-  run_child(interior_free_child, NULL, &out);
-  assert_aborted(&out);
-  const char *parts[] = {"gpa: gpa_free(): invalid pointer 0x", ": 8 byte(s) inside a 24-byte block at 0x",
+  EXPECT_ABORT_REPORT(interior_free_child, "gpa: gpa_free(): invalid pointer 0x", ": 8 byte(s) inside a 24-byte block at 0x",
                          "allocated by thread", "in alloc_site+", "gpa_free called by thread",
-                         "in interior_free_child+"};
-  assert_report_has(&out, parts, sizeof parts / sizeof parts[0]);
+                         "in interior_free_child+");
 }
 
 void foreign_free_child(void *arg) {
@@ -124,12 +132,8 @@ void foreign_free_child(void *arg) {
 
 static void test_foreign_pointer_is_invalid(void **state) {
   (void)state;
-  outcome_t out;
-  run_child(foreign_free_child, NULL, &out);
-  assert_aborted(&out);
-  const char *parts[] = {"gpa: gpa_free(): invalid pointer 0x", ": not allocated by gpa\n",
-                         "in foreign_free_child+"};
-  assert_report_has(&out, parts, sizeof parts / sizeof parts[0]);
+  EXPECT_ABORT_REPORT(foreign_free_child, "gpa: gpa_free(): invalid pointer 0x", ": not allocated by gpa\n",
+                         "in foreign_free_child+");
 }
 
 void other_instance_child(void *arg) {
@@ -144,11 +148,7 @@ void other_instance_child(void *arg) {
 
 static void test_block_of_another_instance_is_invalid(void **state) {
   (void)state;
-  outcome_t out;
-  run_child(other_instance_child, NULL, &out);
-  assert_aborted(&out);
-  const char *parts[] = {"invalid pointer 0x", ": a block of another allocator instance"};
-  assert_report_has(&out, parts, sizeof parts / sizeof parts[0]);
+  EXPECT_ABORT_REPORT(other_instance_child, "invalid pointer 0x", ": a block of another allocator instance");
 }
 
 /* ---- size mismatch ------------------------------------------------------------- */
@@ -156,23 +156,17 @@ static void test_block_of_another_instance_is_invalid(void **state) {
 void size_mismatch_child(void *arg) {
   (void)arg;
   gpa_t gpa;
-  gpa_config_t c = debug_config();
-  assert_int_equal(gpa_init(&gpa, &c), 0);
-  gpa_allocator_t a = gpa_allocator(&gpa);
+  gpa_allocator_t a = debug_instance(&gpa, debug_config());
   void *p = gpa_raw_alloc(a, 10, 0);
   gpa_raw_free(a, p, 12, 0);
 }
 
 static void test_size_mismatch_gives_both_sizes(void **state) {
   (void)state;
-  outcome_t out;
-  run_child(size_mismatch_child, NULL, &out);
-  assert_aborted(&out);
-  const char *parts[] = {"gpa: gpa_free(): size mismatch for 0x",
+  EXPECT_ABORT_REPORT(size_mismatch_child, "gpa: gpa_free(): size mismatch for 0x",
                          ": allocation size 10 byte(s) does not match free size 12\n",
                          "allocated by thread", "in size_mismatch_child+", "gpa_free called by thread",
-                         "in size_mismatch_child+"};
-  assert_report_has(&out, parts, sizeof parts / sizeof parts[0]);
+                         "in size_mismatch_child+");
 }
 
 /* ---- overflow ---------------------------------------------------------------------- */
@@ -185,9 +179,7 @@ NOINLINE void write_one_past(char *p, size_t n) {
 void overflow_child(void *arg) {
   (void)arg;
   gpa_t gpa;
-  gpa_config_t c = debug_config();
-  assert_int_equal(gpa_init(&gpa, &c), 0);
-  gpa_allocator_t a = gpa_allocator(&gpa);
+  gpa_allocator_t a = debug_instance(&gpa, debug_config());
   char *p = alloc_site(a);
   write_one_past(p, 24);
   gpa_raw_free(a, p, 24, 0);
@@ -195,12 +187,8 @@ void overflow_child(void *arg) {
 
 static void test_overflow_found_at_free(void **state) {
   (void)state;
-  outcome_t out;
-  run_child(overflow_child, NULL, &out);
-  assert_aborted(&out);
-  const char *parts[] = {"gpa: heap buffer overflow: 1 byte(s) written past the end of a 24-byte block at 0x",
-                         ", found by gpa_free\n", "allocated by thread", "in alloc_site+"};
-  assert_report_has(&out, parts, sizeof parts / sizeof parts[0]);
+  EXPECT_ABORT_REPORT(overflow_child, "gpa: heap buffer overflow: 1 byte(s) written past the end of a 24-byte block at 0x",
+                         ", found by gpa_free\n", "allocated by thread", "in alloc_site+");
 }
 
 void overflow_at_deinit_child(void *arg) {
@@ -215,12 +203,8 @@ void overflow_at_deinit_child(void *arg) {
 
 static void test_overflow_of_live_block_found_at_deinit(void **state) {
   (void)state;
-  outcome_t out;
-  run_child(overflow_at_deinit_child, NULL, &out);
-  assert_aborted(&out);
-  const char *parts[] = {"heap buffer overflow: 5 byte(s) written past the end of a 24-byte block",
-                         "found by gpa_deinit", "in alloc_site+"};
-  assert_report_has(&out, parts, sizeof parts / sizeof parts[0]);
+  EXPECT_ABORT_REPORT(overflow_at_deinit_child, "heap buffer overflow: 5 byte(s) written past the end of a 24-byte block",
+                         "found by gpa_deinit", "in alloc_site+");
 }
 
 /* ---- write after free: the quarantine's fill --------------------------------------------- */
@@ -236,8 +220,7 @@ void write_after_free_child(void *arg) {
   gpa_config_t c = debug_config();
   c.debug.free_fill = true;
   c.debug.quarantine = 1 << 20;
-  assert_int_equal(gpa_init(&gpa, &c), 0);
-  gpa_allocator_t a = gpa_allocator(&gpa);
+  gpa_allocator_t a = debug_instance(&gpa, c);
   char *p = alloc_site(a);
   first_free_site(a, p);
   write_after_free_site(p);
@@ -246,12 +229,8 @@ void write_after_free_child(void *arg) {
 
 static void test_write_after_free_found_when_quarantine_drains(void **state) {
   (void)state;
-  outcome_t out;
-  run_child(write_after_free_child, NULL, &out);
-  assert_aborted(&out);
-  const char *parts[] = {"gpa: write after free: 1 byte(s) changed from offset 3 of a 24-byte block at 0x",
-                         "freed by thread", "in first_free_site+", "allocated by thread", "in alloc_site+"};
-  assert_report_has(&out, parts, sizeof parts / sizeof parts[0]);
+  EXPECT_ABORT_REPORT(write_after_free_child, "gpa: write after free: 1 byte(s) changed from offset 3 of a 24-byte block at 0x",
+                         "freed by thread", "in first_free_site+", "allocated by thread", "in alloc_site+");
 }
 
 static void test_freed_block_is_filled_and_kept_out_of_use(void **state) {
@@ -260,8 +239,7 @@ static void test_freed_block_is_filled_and_kept_out_of_use(void **state) {
   gpa_config_t c = debug_config();
   c.debug.free_fill = true;
   c.debug.quarantine = 1 << 20;
-  assert_int_equal(gpa_init(&gpa, &c), 0);
-  gpa_allocator_t a = gpa_allocator(&gpa);
+  gpa_allocator_t a = debug_instance(&gpa, c);
   unsigned char *p = gpa_raw_alloc(a, 40, 0);
   memset(p, 1, 40);
   gpa_raw_free(a, p, 40, 0);
@@ -294,8 +272,7 @@ void leaks_child(void *arg) {
   gpa_t gpa;
   gpa_config_t c = debug_config();
   c.debug.leaks = true;
-  assert_int_equal(gpa_init(&gpa, &c), 0);
-  gpa_allocator_t a = gpa_allocator(&gpa);
+  gpa_allocator_t a = debug_instance(&gpa, c);
   for (volatile int i = 0; i < 3; i++) leak_small(a); /* one call site: one group */
   leak_big(a);
   void *freed = leak_small(a);
@@ -325,8 +302,7 @@ static void test_no_report_without_leaks(void **state) {
   gpa_t gpa;
   gpa_config_t c = debug_config();
   c.debug.leaks = true;
-  assert_int_equal(gpa_init(&gpa, &c), 0);
-  gpa_allocator_t a = gpa_allocator(&gpa);
+  gpa_allocator_t a = debug_instance(&gpa, c);
   void *p = gpa_raw_alloc(a, 64, 0);
   assert_int_equal(gpa_live_count(&gpa), 1);
   assert_int_equal(gpa_live_bytes(&gpa), 64);
@@ -345,8 +321,7 @@ static void test_alloc_fill_zeroing_and_alignment(void **state) {
   gpa_t gpa;
   gpa_config_t c = debug_config();
   c.debug.alloc_fill = true;
-  assert_int_equal(gpa_init(&gpa, &c), 0);
-  gpa_allocator_t a = gpa_allocator(&gpa);
+  gpa_allocator_t a = debug_instance(&gpa, c);
   unsigned char *p = gpa_raw_alloc(a, 50, 0);
   for (size_t i = 0; i < 50; i++) assert_int_equal(p[i], GPA_DEBUG_ALLOC_BYTE);
   unsigned char *z = gpa_raw_alloc_zeroed(a, 5, 10, 0);
@@ -370,9 +345,7 @@ static void test_alloc_fill_zeroing_and_alignment(void **state) {
 static void test_resize_in_place_keeps_guard(void **state) {
   (void)state;
   gpa_t gpa;
-  gpa_config_t c = debug_config();
-  assert_int_equal(gpa_init(&gpa, &c), 0);
-  gpa_allocator_t a = gpa_allocator(&gpa);
+  gpa_allocator_t a = debug_instance(&gpa, debug_config());
   char *p = gpa_raw_alloc(a, 100, 0);
   memset(p, 'a', 100);
   assert_true(gpa_raw_resize(a, p, 100, 0, 90));
@@ -395,8 +368,7 @@ static void test_memory_limit_refuses_with_enomem(void **state) {
   gpa_config_t c = debug_config();
   c.debug.memory_limit = 1000;
   c.debug.log_path = path;
-  assert_int_equal(gpa_init(&gpa, &c), 0);
-  gpa_allocator_t a = gpa_allocator(&gpa);
+  gpa_allocator_t a = debug_instance(&gpa, c);
   void *p = gpa_raw_alloc(a, 600, 0);
   assert_non_null(p);
   errno = 0;
@@ -422,8 +394,7 @@ void continue_child(void *arg) {
   gpa_config_t c = debug_config();
   c.debug.continue_on_error = true;
   c.debug.quarantine = 1 << 20;
-  assert_int_equal(gpa_init(&gpa, &c), 0);
-  gpa_allocator_t a = gpa_allocator(&gpa);
+  gpa_allocator_t a = debug_instance(&gpa, c);
   void *p = alloc_site(a);
   first_free_site(a, p);
   second_free_site(a, p);
@@ -447,8 +418,7 @@ void verbose_stats_child(void *arg) {
   gpa_config_t c = debug_config();
   c.debug.verbose = true;
   c.debug.stats = true;
-  assert_int_equal(gpa_init(&gpa, &c), 0);
-  gpa_allocator_t a = gpa_allocator(&gpa);
+  gpa_allocator_t a = debug_instance(&gpa, c);
   void *p = alloc_site(a);
   void *q = gpa_raw_alloc(a, 3000, 0);
   gpa_raw_free(a, p, 24, 0);
@@ -471,6 +441,38 @@ static void test_verbose_log_and_statistics(void **state) {
   assert_report_has(&out, parts, sizeof parts / sizeof parts[0]);
 }
 
+/* A report releases the layer's lock before abort(): a SIGABRT handler
+ * that allocates does not deadlock. */
+static gpa_allocator_t handler_allocator;
+
+static void allocate_in_abort_handler(int sig) {
+  (void)sig;
+  void *p = gpa_raw_alloc(handler_allocator, 32, 0);
+  gpa_raw_free(handler_allocator, p, 32, 0);
+  _exit(p != NULL ? 7 : 8);
+}
+
+void abort_handler_child(void *arg) {
+  (void)arg;
+  signal(SIGABRT, allocate_in_abort_handler);
+  gpa_t gpa;
+  gpa_allocator_t a = debug_instance(&gpa, debug_config());
+  handler_allocator = a; /* the handler allocates through this instance too */
+  void *p = alloc_site(a);
+  first_free_site(a, p);
+  gpa_raw_free(a, p, 24, 0);
+}
+
+static void test_abort_handler_may_allocate(void **state) {
+  (void)state;
+  outcome_t out;
+  run_child(abort_handler_child, NULL, &out);
+  assert_true(WIFEXITED(out.status));
+  assert_int_equal(WEXITSTATUS(out.status), 7);
+  const char *parts[] = {"double free of 0x"};
+  assert_report_has(&out, parts, 1);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_double_free_reports_three_stacks),
@@ -489,6 +491,7 @@ int main(void) {
     cmocka_unit_test(test_memory_limit_refuses_with_enomem),
     cmocka_unit_test(test_continue_on_error_reports_and_goes_on),
     cmocka_unit_test(test_verbose_log_and_statistics),
+    cmocka_unit_test(test_abort_handler_may_allocate),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -23,7 +23,7 @@
 #include <cmocka.h>
 
 #include "debug_stack.h"
-#include "debug_writer.h"
+#include "writer.h"
 #include "os.h"
 
 /* Keeps calls from being folded into their callers or turned into jumps. */
@@ -190,7 +190,7 @@ static __attribute__((noipa)) int unexported_function(int x) {
 static void print_to_string(stack_id_t id, const char *indent, char *out, size_t cap) {
   int fds[2];
   assert_int_equal(pipe(fds), 0);
-  debug_writer_t w;
+  writer_t w;
   writer_init(&w, fds[1]);
   debug_stack_print(&w, id, indent);
   writer_flush(&w);

@@ -1,23 +1,23 @@
 /*
- * debug_writer.c: buffered report text over write(2).
+ * writer.c: buffered report text over write(2).
  */
-#include "debug_writer.h"
+#include "writer.h"
 
 #include <string.h>
 
 #include "os.h"
 
-void writer_init(debug_writer_t *w, int fd) {
+void writer_init(writer_t *w, int fd) {
   w->fd = fd;
   w->len = 0;
 }
 
-void writer_flush(debug_writer_t *w) {
+void writer_flush(writer_t *w) {
   if (w->len != 0) os_write_all(w->fd, w->buf, w->len);
   w->len = 0;
 }
 
-void writer_mem(debug_writer_t *w, const char *s, size_t n) {
+void writer_mem(writer_t *w, const char *s, size_t n) {
   while (n != 0) {
     if (w->len == sizeof w->buf) writer_flush(w);
     size_t room = sizeof w->buf - w->len;
@@ -29,11 +29,11 @@ void writer_mem(debug_writer_t *w, const char *s, size_t n) {
   }
 }
 
-void writer_str(debug_writer_t *w, const char *s) { writer_mem(w, s, strlen(s)); }
+void writer_str(writer_t *w, const char *s) { writer_mem(w, s, strlen(s)); }
 
-void writer_char(debug_writer_t *w, char c) { writer_mem(w, &c, 1); }
+void writer_char(writer_t *w, char c) { writer_mem(w, &c, 1); }
 
-void writer_dec_padded(debug_writer_t *w, uint64_t v, unsigned width) {
+void writer_dec_padded(writer_t *w, uint64_t v, unsigned width) {
   char tmp[24];
   size_t i = sizeof tmp;
   do {
@@ -44,9 +44,9 @@ void writer_dec_padded(debug_writer_t *w, uint64_t v, unsigned width) {
   writer_mem(w, tmp + i, sizeof tmp - i);
 }
 
-void writer_dec(debug_writer_t *w, uint64_t v) { writer_dec_padded(w, v, 0); }
+void writer_dec(writer_t *w, uint64_t v) { writer_dec_padded(w, v, 0); }
 
-void writer_hex(debug_writer_t *w, uint64_t v) {
+void writer_hex(writer_t *w, uint64_t v) {
   char tmp[18];
   size_t i = sizeof tmp;
   do {
