@@ -12,6 +12,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <sched.h>
 #include <stdlib.h>
 #include <sys/stat.h>
 #include <string.h>
@@ -59,16 +60,52 @@ static pthread_mutex_t states_lock = PTHREAD_MUTEX_INITIALIZER;
 static debug_t *states;
 static _Atomic(bool) fork_hook_added;
 
+/* Spins on a held stripe before giving the processor to its holder: a
+ * holder is usually a few instructions from letting go. */
+#define STRIPE_SPINS_BEFORE_YIELD 64
+
+void debug_stripe_lock(debug_stripe_t *st) {
+  unsigned spins = 0;
+  while (atomic_exchange_explicit(&st->held, 1, memory_order_acquire) != 0) {
+    while (atomic_load_explicit(&st->held, memory_order_relaxed) != 0) {
+      if (++spins % STRIPE_SPINS_BEFORE_YIELD == 0) sched_yield();
+#if defined(__x86_64__) || defined(__i386__)
+      else __builtin_ia32_pause();
+#endif
+    }
+  }
+}
+
+void debug_stripe_unlock(debug_stripe_t *st) { atomic_store_explicit(&st->held, 0, memory_order_release); }
+
+void debug_lock_all(debug_t *d) {
+  for (unsigned i = 0; i < DEBUG_STRIPES; i++) debug_stripe_lock(&d->stripes[i]);
+}
+
+void debug_unlock_all(debug_t *d) {
+  for (unsigned i = DEBUG_STRIPES; i-- > 0;) debug_stripe_unlock(&d->stripes[i]);
+}
+
+/* Lock order: the stripes, then the quarantine's lock. */
 static void states_fork_prepare(void) {
   pthread_mutex_lock(&states_lock);
-  for (debug_t *d = states; d != NULL; d = d->next_state) pthread_mutex_lock(&d->lock);
+  for (debug_t *d = states; d != NULL; d = d->next_state) {
+    debug_lock_all(d);
+    pthread_mutex_lock(&d->lock);
+  }
 }
 static void states_fork_parent(void) {
-  for (debug_t *d = states; d != NULL; d = d->next_state) pthread_mutex_unlock(&d->lock);
+  for (debug_t *d = states; d != NULL; d = d->next_state) {
+    pthread_mutex_unlock(&d->lock);
+    debug_unlock_all(d);
+  }
   pthread_mutex_unlock(&states_lock);
 }
 static void states_fork_child(void) {
-  for (debug_t *d = states; d != NULL; d = d->next_state) pthread_mutex_init(&d->lock, NULL);
+  for (debug_t *d = states; d != NULL; d = d->next_state) {
+    pthread_mutex_init(&d->lock, NULL);
+    for (unsigned i = 0; i < DEBUG_STRIPES; i++) atomic_store(&d->stripes[i].held, 0);
+  }
   pthread_mutex_init(&states_lock, NULL);
 }
 
@@ -142,7 +179,7 @@ static void state_unregister(debug_t *d) {
 /* ---- records ---------------------------------------------------------------- */
 
 static uint32_t header_hash(const debug_header_t *h) {
-  uint64_t x = h->size * 0x9E3779B97F4A7C15ull ^ h->seq ^ ((uint64_t)h->pad << 32) ^ h->alignment;
+  uint64_t x = h->size * 0x9E3779B97F4A7C15ull ^ h->seq ^ ((uint64_t)h->pad << 32) ^ h->slack;
   x ^= x >> 29;
   x *= 0xBF58476D1CE4E5B9ull;
   return (uint32_t)(x ^ (x >> 32));
@@ -157,36 +194,95 @@ static unsigned stats_row(size_t size) {
   return size <= GPA_SMALL_MAX ? size_class_of(size) : DEBUG_STAT_ROWS - 1;
 }
 
-static void stats_on_alloc(debug_stats_t *st, size_t size) {
-  st->live_bytes += size;
-  st->live_blocks++;
-  if (st->live_bytes > st->peak_bytes) st->peak_bytes = st->live_bytes;
-  if (st->live_blocks > st->peak_blocks) st->peak_blocks = st->live_blocks;
-  st->total_allocs++;
-  st->total_bytes += size;
-  unsigned row = stats_row(size);
+static debug_stripe_t *stripe_of(debug_t *d, const debug_header_t *h) {
+  return &d->stripes[((uintptr_t)h * 0x9E3779B97F4A7C15ull) >> (64 - 6)];
+}
+_Static_assert(DEBUG_STRIPES == 1 << 6, "stripe_of takes the hash's top 6 bits");
+
+static void raise_to(_Atomic(size_t) *peak, size_t value) {
+  size_t seen = atomic_load_explicit(peak, memory_order_relaxed);
+  while (value > seen && !atomic_compare_exchange_weak_explicit(peak, &seen, value, memory_order_relaxed,
+                                                                memory_order_relaxed)) {
+  }
+}
+
+/* Count `size` more live bytes; false (nothing counted) when that passes
+ * the memory limit, with *live the bytes live before. */
+static bool live_bytes_add(debug_t *d, size_t size, size_t *live) {
+  size_t before = atomic_fetch_add_explicit(&d->live_bytes, size, memory_order_relaxed);
+  if (d->config.memory_limit != 0 && before + size > d->config.memory_limit) {
+    atomic_fetch_sub_explicit(&d->live_bytes, size, memory_order_relaxed);
+    *live = before;
+    return false;
+  }
+  raise_to(&d->peak_bytes, before + size);
+  return true;
+}
+
+/* The same for a new block of `size` bytes. */
+static bool live_add(debug_t *d, size_t size, size_t *live) {
+  if (!live_bytes_add(d, size, live)) return false;
+  raise_to(&d->peak_blocks, atomic_fetch_add_explicit(&d->live_blocks, 1, memory_order_relaxed) + 1);
+  return true;
+}
+
+/* A block changes from `old_size` to `new_size` bytes: false (nothing
+ * changed) past the memory limit. */
+static bool live_resize(debug_t *d, size_t old_size, size_t new_size) {
+  size_t live;
+  if (new_size > old_size) return live_bytes_add(d, new_size - old_size, &live);
+  atomic_fetch_sub_explicit(&d->live_bytes, old_size - new_size, memory_order_relaxed);
+  return true;
+}
+
+static void live_remove(debug_t *d, size_t size) {
+  atomic_fetch_sub_explicit(&d->live_bytes, size, memory_order_relaxed);
+  atomic_fetch_sub_explicit(&d->live_blocks, 1, memory_order_relaxed);
+}
+
+/* Under the stripe's lock. */
+static void stripe_link(debug_stripe_t *st, debug_header_t *h) {
+  h->prev = NULL;
+  h->next = st->live;
+  if (st->live != NULL) st->live->prev = h;
+  st->live = h;
+  st->allocs++;
+  st->bytes += h->size;
+  unsigned row = stats_row(h->size);
   st->row_allocs[row]++;
   st->row_live[row]++;
 }
 
-static void stats_on_free(debug_stats_t *st, size_t size) {
-  st->live_bytes -= size;
-  st->live_blocks--;
-  st->total_frees++;
-  st->row_live[stats_row(size)]--;
-}
-
-static void live_link(debug_t *d, debug_header_t *h) {
-  h->prev = NULL;
-  h->next = d->live;
-  if (d->live != NULL) d->live->prev = h;
-  d->live = h;
-}
-
-static void live_unlink(debug_t *d, debug_header_t *h) {
+static void stripe_unlink(debug_stripe_t *st, debug_header_t *h) {
   if (h->prev != NULL) h->prev->next = h->next;
-  else d->live = h->next;
+  else st->live = h->next;
   if (h->next != NULL) h->next->prev = h->prev;
+  st->frees++;
+  st->row_live[stats_row(h->size)]--;
+}
+
+void debug_collect_stats(debug_t *d, debug_stats_t *out) {
+  memset(out, 0, sizeof *out);
+  for (unsigned i = 0; i < DEBUG_STRIPES; i++) {
+    debug_stripe_t *st = &d->stripes[i];
+    debug_stripe_lock(st);
+    out->total_allocs += st->allocs;
+    out->total_frees += st->frees;
+    out->total_bytes += st->bytes;
+    for (unsigned row = 0; row < DEBUG_STAT_ROWS; row++) {
+      out->row_allocs[row] += st->row_allocs[row];
+      out->row_live[row] += st->row_live[row];
+    }
+    debug_stripe_unlock(st);
+  }
+  out->live_bytes = atomic_load(&d->live_bytes);
+  out->live_blocks = atomic_load(&d->live_blocks);
+  out->peak_bytes = atomic_load(&d->peak_bytes);
+  out->peak_blocks = atomic_load(&d->peak_blocks);
+  out->failed_allocs = atomic_load(&d->failed_allocs);
+  pthread_mutex_lock(&d->lock);
+  out->quarantine_bytes = d->quarantine_bytes;
+  pthread_mutex_unlock(&d->lock);
 }
 
 /* ---- stacks ------------------------------------------------------------------ */
@@ -225,10 +321,6 @@ static block_view_t view_of(const debug_header_t *h) {
                         .free_thread = h->free_thread, .known = true};
 }
 
-/* NULL: no record (the view says nothing is known). */
-static block_view_t view_or_nothing(const debug_header_t *h) {
-  return h != NULL ? view_of(h) : (block_view_t){.known = false};
-}
 
 static void report_begin(writer_t *w, const debug_t *d) {
   writer_init(w, debug_log_fd(d));
@@ -276,21 +368,45 @@ typedef enum {
   FIND_RELEASED,    /* p is the start of a block already given back to the core */
   FIND_INTERIOR,    /* p lies inside a live block, not at its start */
   FIND_OTHER_STATE, /* the block belongs to another instance */
+  FIND_PLAIN,       /* a block of the plain instance the state lets pass */
   FIND_FOREIGN,     /* not our memory at all */
   FIND_CORRUPT,     /* our memory, but the record before p is not intact */
 } find_result_t;
 
-/* Classify `p` and, where there is a record, point *out at it.  Under the
- * lock (a quarantined record may otherwise be released meanwhile). */
+static bool header_intact(const debug_header_t *h, size_t core_size) {
+  return (h->magic == DEBUG_MAGIC_LIVE || h->magic == DEBUG_MAGIC_FREED) && h->check == header_hash(h) &&
+         h->pad >= sizeof(debug_header_t) && h->pad < core_size;
+}
+
+/* The common case without a division: a block aligned to at most the
+ * record's size has its record right before it, at a core block's start. */
+static debug_header_t *record_before(debug_t *d, const void *p) {
+  gpa_segment_t *seg = segment_of(p);
+  uintptr_t offset = (uintptr_t)p & GPA_SEGMENT_MASK;
+  if (!segmap_contains(seg) || seg->instance != d->inst || offset < sizeof(debug_header_t)) return NULL;
+  debug_header_t *h = (debug_header_t *)((uintptr_t)p - sizeof(debug_header_t));
+  if (seg->kind == GPA_SEGMENT_LARGE) {
+    if ((uint8_t *)h != seg->large_ptr) return NULL;
+  } else if (!slab_is_block_start(slab_of(seg, h), h)) {
+    return NULL;
+  }
+  return h->pad == sizeof(debug_header_t) && header_intact(h, h->pad + 1) ? h : NULL;
+}
+
+/* Classify `p` and, where there is a record, point *out at it.  No lock: the
+ * caller reads the record's state again under its stripe's lock. */
 static find_result_t find_block(debug_t *d, const void *p, debug_header_t **out) {
+  debug_header_t *h = record_before(d, p);
+  if (GPA_LIKELY(h != NULL)) {
+    *out = h;
+    return h->magic == DEBUG_MAGIC_LIVE ? FIND_LIVE : FIND_FREED;
+  }
   gpa_block_info_t info;
   *out = NULL;
   if (!block_find(p, &info)) return FIND_FOREIGN;
-  if (info.instance != d->inst) return FIND_OTHER_STATE;
-  debug_header_t *h = (debug_header_t *)info.start;
-  bool intact = (h->magic == DEBUG_MAGIC_LIVE || h->magic == DEBUG_MAGIC_FREED) && h->check == header_hash(h) &&
-                h->pad >= sizeof(debug_header_t) && h->pad < info.size;
-  if (!intact) {
+  if (info.instance != d->inst) return info.instance == d->plain && d->plain != NULL ? FIND_PLAIN : FIND_OTHER_STATE;
+  h = (debug_header_t *)info.start;
+  if (!header_intact(h, info.size)) {
     if (info.looks_free) {
       *out = h; /* size and stacks usually survive the core's two words */
       return FIND_RELEASED;
@@ -309,6 +425,12 @@ static bool canary_damage(const uint8_t *user, size_t size, size_t guard_end, si
   const uint8_t *g = user + size;
   size_t n = guard_end - size;
   size_t i = 0;
+  /* Eight bytes at a time while they match (memcpy: any alignment). */
+  const uint64_t pattern = 0x0101010101010101ull * DEBUG_CANARY_BYTE;
+  for (uint64_t word; i + sizeof word <= n; i += sizeof word) {
+    memcpy(&word, g + i, sizeof word);
+    if (word != pattern) break;
+  }
   while (i < n && g[i] == DEBUG_CANARY_BYTE) i++;
   if (i == n) return false;
   size_t j = n;
@@ -318,12 +440,8 @@ static bool canary_damage(const uint8_t *user, size_t size, size_t guard_end, si
   return true;
 }
 
-/* Bytes after the program's ones up to the end of the core block. */
-static size_t guard_end_of(const debug_header_t *h) {
-  gpa_block_info_t info;
-  if (!block_find(h, &info)) return h->size;
-  return info.size - h->pad;
-}
+/* Where the guard bytes end, from the program's first byte. */
+static size_t guard_end_of(const debug_header_t *h) { return h->size + h->slack; }
 
 static void report_overflow(debug_t *d, const block_view_t *v, size_t first, size_t last, const char *op,
                             stack_id_t here) {
@@ -513,8 +631,13 @@ static void core_release(debug_t *d, void *block) {
   heap_free(instance_thread_heap_if_any(d->inst), block);
 }
 
+/* A block of the plain instance goes back to its core unchecked. */
+static void plain_release(debug_t *d, void *p) {
+  heap_free(instance_thread_heap_if_any(d->plain), p);
+}
+
 /* Release quarantined blocks beyond the limit: verified first (write after
- * free), then back to the core.  Takes the lock itself. */
+ * free), then back to the core.  Takes the quarantine's lock itself. */
 static void quarantine_drain(debug_t *d, size_t limit) {
   for (;;) {
     pthread_mutex_lock(&d->lock);
@@ -537,6 +660,19 @@ static void quarantine_drain(debug_t *d, size_t limit) {
   }
 }
 
+static void quarantine_push(debug_t *d, debug_header_t *h) {
+  pthread_mutex_lock(&d->lock);
+  h->next = NULL;
+  h->prev = d->quarantine_tail;
+  if (d->quarantine_tail != NULL) d->quarantine_tail->next = h;
+  else d->quarantine_head = h;
+  d->quarantine_tail = h;
+  d->quarantine_bytes += h->size;
+  bool over = d->quarantine_bytes > d->config.quarantine;
+  pthread_mutex_unlock(&d->lock);
+  if (over) quarantine_drain(d, d->config.quarantine);
+}
+
 /* ---- the operations --------------------------------------------------------------- */
 
 void *debug_alloc(debug_t *d, size_t size, size_t alignment, bool zero, uintptr_t ret_addr, const char *op) {
@@ -548,19 +684,27 @@ void *debug_alloc(debug_t *d, size_t size, size_t alignment, bool zero, uintptr_
     errno = ENOMEM;
     return NULL;
   }
+  size_t live;
+  if (!live_add(d, size, &live)) {
+    atomic_fetch_add_explicit(&d->failed_allocs, 1, memory_order_relaxed);
+    log_refused(d, op, size, live);
+    errno = ENOMEM;
+    return NULL;
+  }
   stack_id_t stack = capture_stack(d, ret_addr);
   gpa_heap_t *heap = instance_thread_heap(d->inst);
   uint8_t *block = NULL;
   if (heap != NULL)
     block = alignment <= GPA_MIN_ALIGN ? heap_malloc(heap, total) : heap_malloc_aligned(heap, alignment, total);
-  if (block == NULL) {
-    pthread_mutex_lock(&d->lock);
-    d->stats.failed_allocs++;
-    pthread_mutex_unlock(&d->lock);
+  gpa_block_info_t info;
+  if (block == NULL || !block_find(block, &info)) {
+    live_remove(d, size);
+    atomic_fetch_add_explicit(&d->failed_allocs, 1, memory_order_relaxed);
     errno = ENOMEM;
     return NULL;
   }
   debug_header_t *h = (debug_header_t *)block;
+  size_t slack = info.size - pad - size;
   h->size = size;
   h->seq = atomic_fetch_add_explicit(&allocation_seq, 1, memory_order_relaxed) + 1;
   h->magic = DEBUG_MAGIC_LIVE;
@@ -569,96 +713,110 @@ void *debug_alloc(debug_t *d, size_t size, size_t alignment, bool zero, uintptr_
   h->free_stack = 0;
   h->alloc_thread = thread_number();
   h->free_thread = 0;
-  h->alignment = (uint32_t)alignment;
+  h->slack = slack < UINT32_MAX ? (uint32_t)slack : UINT32_MAX;
   h->check = header_hash(h);
   uint8_t *user = block + pad;
   if (zero) memset(user, 0, size);
   else if (d->config.alloc_fill) memset(user, GPA_DEBUG_ALLOC_BYTE, size);
-  if (d->config.canaries) memset(user + size, DEBUG_CANARY_BYTE, guard_end_of(h) - size);
+  if (d->config.canaries) memset(user + size, DEBUG_CANARY_BYTE, h->slack);
 
-  pthread_mutex_lock(&d->lock);
-  if (d->config.memory_limit != 0 && d->stats.live_bytes + size > d->config.memory_limit) {
-    size_t live = d->stats.live_bytes;
-    d->stats.failed_allocs++;
-    pthread_mutex_unlock(&d->lock);
-    core_release(d, block);
-    log_refused(d, op, size, live);
-    errno = ENOMEM;
-    return NULL;
-  }
-  live_link(d, h);
-  stats_on_alloc(&d->stats, size);
-  pthread_mutex_unlock(&d->lock);
+  debug_stripe_t *st = stripe_of(d, h);
+  debug_stripe_lock(st);
+  stripe_link(st, h);
+  debug_stripe_unlock(st);
   if (d->config.verbose) log_event(d, op, size, user, true, ret_addr);
   return user;
 }
 
-/* Check `p` for a free-like operation; returns its record when it is a live
- * block's start, NULL after reporting otherwise (when carrying on). */
-static debug_header_t *checked_live_block(debug_t *d, void *p, const char *op, stack_id_t *here,
-                                          uintptr_t ret_addr) {
+/* `p`'s record, its stripe locked, when `p` is a live block's start.
+ * Otherwise NULL, after reporting the misuse (when carrying on), or with
+ * *plain set for a block of the plain instance. */
+static debug_header_t *lock_live_block(debug_t *d, void *p, const char *op, stack_id_t *here,
+                                       uintptr_t ret_addr, bool *plain) {
   debug_header_t *h;
-  pthread_mutex_lock(&d->lock);
   find_result_t kind = find_block(d, p, &h);
-  if (GPA_LIKELY(kind == FIND_LIVE)) {
-    pthread_mutex_unlock(&d->lock);
-    return h;
+  *plain = kind == FIND_PLAIN;
+  if (*plain) return NULL;
+  if (h != NULL) {
+    debug_stripe_t *st = stripe_of(d, h);
+    debug_stripe_lock(st);
+    /* Read again under the lock: another thread may have freed it since. */
+    if (kind == FIND_LIVE && h->magic == DEBUG_MAGIC_LIVE) return h;
+    if (kind == FIND_LIVE) kind = FIND_FREED;
+    block_view_t v = view_of(h);
+    debug_stripe_unlock(st);
+    if (*here == 0) *here = capture_stack(d, ret_addr);
+    report_bad_pointer(d, kind, p, &v, op, *here);
+    return NULL;
   }
-  /* What the report needs, copied while the lock keeps the record. */
-  block_view_t v = view_or_nothing(h);
-  pthread_mutex_unlock(&d->lock);
   if (*here == 0) *here = capture_stack(d, ret_addr);
-  report_bad_pointer(d, kind, p, &v, op, *here);
+  block_view_t none = {.known = false};
+  report_bad_pointer(d, kind, p, &none, op, *here);
   return NULL;
+}
+
+static void unlock_block(debug_t *d, debug_header_t *h) { debug_stripe_unlock(stripe_of(d, h)); }
+
+/* Under the block's stripe lock: a size mismatch or damaged guard bytes,
+ * reported (after unlocking) as found by `op`; true when all is well, the
+ * lock still held. */
+static bool block_checks_pass(debug_t *d, debug_header_t *h, bool sized, size_t size, const char *op,
+                              stack_id_t *here, uintptr_t ret_addr) {
+  size_t first, last;
+  bool mismatch = sized && size != h->size;
+  bool overflow = !mismatch && d->config.canaries && canary_damage(header_user(h), h->size, guard_end_of(h), &first, &last);
+  if (!mismatch && !overflow) return true;
+  block_view_t v = view_of(h);
+  unlock_block(d, h);
+  if (*here == 0) *here = capture_stack(d, ret_addr);
+  if (mismatch) report_size_mismatch(d, &v, size, op, *here);
+  else report_overflow(d, &v, first, last, op, *here);
+  return false;
 }
 
 void debug_free(debug_t *d, void *p, bool sized, size_t size, uintptr_t ret_addr, const char *op) {
   if (p == NULL) return;
   stack_id_t here = capture_stack(d, ret_addr);
-  debug_header_t *h = checked_live_block(d, p, op, &here, ret_addr);
-  if (h == NULL) return;
-  if (sized && size != h->size) {
-    block_view_t v = view_of(h);
-    report_size_mismatch(d, &v, size, op, here);
+  bool plain;
+  debug_header_t *h = lock_live_block(d, p, op, &here, ret_addr, &plain);
+  if (h == NULL) {
+    if (plain) plain_release(d, p);
     return;
   }
-  if (d->config.canaries) {
-    size_t first, last;
-    if (canary_damage(p, h->size, guard_end_of(h), &first, &last)) {
-      block_view_t v = view_of(h);
-      report_overflow(d, &v, first, last, op, here);
-      return;
-    }
-  }
-  if (d->config.verbose) log_event(d, op, h->size, p, false, ret_addr);
-  if (d->config.free_fill) memset(p, GPA_DEBUG_FREE_BYTE, h->size);
-  bool keep = d->config.quarantine != 0;
-  pthread_mutex_lock(&d->lock);
-  if (h->magic != DEBUG_MAGIC_LIVE) {
-    /* Another thread freed it between the check and now. */
-    block_view_t v = view_of(h);
-    pthread_mutex_unlock(&d->lock);
-    report_bad_pointer(d, FIND_FREED, p, &v, op, here);
-    return;
-  }
-  live_unlink(d, h);
-  stats_on_free(&d->stats, h->size);
+  if (!block_checks_pass(d, h, sized, size, op, &here, ret_addr)) return;
+  debug_stripe_t *st = stripe_of(d, h);
+  stripe_unlink(st, h);
   h->magic = DEBUG_MAGIC_FREED;
   h->free_stack = here;
   h->free_thread = thread_number();
   h->check = header_hash(h);
-  if (keep) {
-    h->next = NULL;
-    h->prev = d->quarantine_tail;
-    if (d->quarantine_tail != NULL) d->quarantine_tail->next = h;
-    else d->quarantine_head = h;
-    d->quarantine_tail = h;
-    d->quarantine_bytes += h->size;
-  }
-  bool over = d->quarantine_bytes > d->config.quarantine;
-  pthread_mutex_unlock(&d->lock);
-  if (!keep) core_release(d, h);
-  else if (over) quarantine_drain(d, d->config.quarantine);
+  debug_stripe_unlock(st);
+  live_remove(d, h->size);
+  if (d->config.verbose) log_event(d, op, h->size, p, false, ret_addr);
+  if (d->config.free_fill) memset(p, GPA_DEBUG_FREE_BYTE, h->size);
+  if (d->config.quarantine != 0) quarantine_push(d, h);
+  else core_release(d, h);
+}
+
+/* Change a live block's size where it stands; under its stripe lock. */
+static void resize_locked(debug_t *d, debug_header_t *h, size_t new_size) {
+  debug_stripe_t *st = stripe_of(d, h);
+  size_t old_size = h->size;
+  size_t room = guard_end_of(h);
+  st->row_live[stats_row(old_size)]--;
+  st->row_live[stats_row(new_size)]++;
+  h->size = new_size;
+  h->slack = (uint32_t)(room - new_size);
+  h->check = header_hash(h);
+  uint8_t *user = header_user(h);
+  if (new_size > old_size && d->config.alloc_fill) memset(user + old_size, GPA_DEBUG_ALLOC_BYTE, new_size - old_size);
+  if (d->config.canaries) memset(user + new_size, DEBUG_CANARY_BYTE, room - new_size);
+}
+
+/* Whether the block's core block holds `new_size` bytes and its guard. */
+static bool fits_in_place(const debug_t *d, const debug_header_t *h, size_t new_size) {
+  size_t room = guard_end_of(h);
+  return new_size <= room && room - new_size >= guard_bytes(d) && new_size != 0;
 }
 
 void *debug_realloc(debug_t *d, void *p, size_t size, uintptr_t ret_addr, const char *op) {
@@ -668,80 +826,77 @@ void *debug_realloc(debug_t *d, void *p, size_t size, uintptr_t ret_addr, const 
     return NULL;
   }
   stack_id_t here = 0;
-  debug_header_t *h = checked_live_block(d, p, op, &here, ret_addr);
-  if (h == NULL) return NULL;
-  size_t old_size = h->size;
-  /* Always move: a stale pointer to the old block then shows up as a write
-   * after free or a double free instead of working by luck. */
+  bool plain;
+  debug_header_t *h = lock_live_block(d, p, op, &here, ret_addr, &plain);
+  if (h == NULL && !plain) return NULL;
+  size_t old_size;
+  if (plain) {
+    gpa_block_info_t info;
+    old_size = block_find(p, &info) ? info.size - (size_t)((uint8_t *)p - info.start) : 0;
+  } else {
+    if (!block_checks_pass(d, h, false, 0, op, &here, ret_addr)) return NULL;
+    old_size = h->size;
+    /* In place when it fits and no quarantine was asked for; with one,
+     * always move, so a stale pointer to the old block shows up as a write
+     * after free or a double free instead of working by luck. */
+    if (d->config.quarantine == 0 && fits_in_place(d, h, size) && live_resize(d, old_size, size)) {
+      resize_locked(d, h, size);
+      unlock_block(d, h);
+      return p;
+    }
+    unlock_block(d, h);
+  }
   void *q = debug_alloc(d, size, GPA_MIN_ALIGN, false, ret_addr, op); /* realloc keeps malloc's alignment */
   if (q == NULL) return NULL; /* the old block stays as it was */
   memcpy(q, p, old_size < size ? old_size : size);
   if (size > old_size && d->config.alloc_fill) memset((uint8_t *)q + old_size, GPA_DEBUG_ALLOC_BYTE, size - old_size);
-  debug_free(d, p, false, 0, ret_addr, op);
+  if (plain) plain_release(d, p);
+  else debug_free(d, p, false, 0, ret_addr, op);
   return q;
 }
 
 bool debug_resize(debug_t *d, void *p, size_t old_size, size_t new_size, uintptr_t ret_addr, const char *op) {
   stack_id_t here = 0;
-  debug_header_t *h = checked_live_block(d, p, op, &here, ret_addr);
+  bool plain;
+  debug_header_t *h = lock_live_block(d, p, op, &here, ret_addr, &plain);
   if (h == NULL) return false;
-  if (old_size != h->size) {
-    if (here == 0) here = capture_stack(d, ret_addr);
-    block_view_t v = view_of(h);
-    report_size_mismatch(d, &v, old_size, op, here);
+  if (!block_checks_pass(d, h, true, old_size, op, &here, ret_addr)) return false;
+  if (!fits_in_place(d, h, new_size)) {
+    unlock_block(d, h);
     return false;
   }
-  size_t room = guard_end_of(h);
-  if (new_size > room || room - new_size < guard_bytes(d)) return false;
-  if (d->config.canaries) {
-    size_t first, last;
-    if (canary_damage(p, h->size, room, &first, &last)) {
-      if (here == 0) here = capture_stack(d, ret_addr);
-      block_view_t v = view_of(h);
-      report_overflow(d, &v, first, last, op, here);
-      return false;
-    }
+  if (!live_resize(d, old_size, new_size)) {
+    unlock_block(d, h);
+    return false;
   }
-  pthread_mutex_lock(&d->lock);
-  stats_on_free(&d->stats, h->size);
-  stats_on_alloc(&d->stats, new_size);
-  d->stats.total_allocs--; /* a resize is not a new allocation */
-  d->stats.total_frees--;
-  h->size = new_size;
-  h->check = header_hash(h);
-  pthread_mutex_unlock(&d->lock);
-  if (new_size > old_size && d->config.alloc_fill)
-    memset((uint8_t *)p + old_size, GPA_DEBUG_ALLOC_BYTE, new_size - old_size);
-  if (d->config.canaries) memset((uint8_t *)p + new_size, DEBUG_CANARY_BYTE, room - new_size);
+  resize_locked(d, h, new_size);
+  unlock_block(d, h);
   return true;
 }
 
 size_t debug_usable_size(debug_t *d, const void *p, uintptr_t ret_addr) {
   if (p == NULL) return 0;
   stack_id_t here = 0;
-  debug_header_t *h = checked_live_block(d, (void *)p, "malloc_usable_size", &here, ret_addr);
-  return h != NULL ? h->size : 0;
+  bool plain;
+  debug_header_t *h = lock_live_block(d, (void *)p, "malloc_usable_size", &here, ret_addr, &plain);
+  if (plain) return gpa_core_usable_size(p);
+  if (h == NULL) return 0;
+  size_t size = h->size;
+  unlock_block(d, h);
+  return size;
 }
 
-size_t debug_live_blocks(debug_t *d) {
-  pthread_mutex_lock(&d->lock);
-  size_t n = d->stats.live_blocks;
-  pthread_mutex_unlock(&d->lock);
-  return n;
-}
+size_t debug_live_blocks(debug_t *d) { return atomic_load(&d->live_blocks); }
 
-size_t debug_live_bytes(debug_t *d) {
-  pthread_mutex_lock(&d->lock);
-  size_t n = d->stats.live_bytes;
-  pthread_mutex_unlock(&d->lock);
-  return n;
-}
+size_t debug_live_bytes(debug_t *d) { return atomic_load(&d->live_bytes); }
 
 bool debug_owns(debug_t *d, const void *p) {
   debug_header_t *h;
-  pthread_mutex_lock(&d->lock);
-  bool live = find_block(d, p, &h) == FIND_LIVE;
-  pthread_mutex_unlock(&d->lock);
+  if (find_block(d, p, &h) != FIND_LIVE) return false;
+  debug_stripe_t *st = stripe_of(d, h);
+  debug_stripe_lock(st);
+  bool live = h->magic == DEBUG_MAGIC_LIVE;
+  debug_stripe_unlock(st);
   return live;
 }
 
@@ -755,12 +910,14 @@ void debug_verify_live(debug_t *d, const char *when) {
   block_view_t v;
   size_t first = 0, last = 0;
   bool damaged = false;
-  pthread_mutex_lock(&d->lock);
-  for (debug_header_t *h = d->live; h != NULL && !damaged; h = h->next) {
-    damaged = canary_damage(header_user(h), h->size, guard_end_of(h), &first, &last);
-    if (damaged) v = view_of(h);
+  debug_lock_all(d);
+  for (unsigned i = 0; i < DEBUG_STRIPES && !damaged; i++) {
+    for (debug_header_t *h = d->stripes[i].live; h != NULL && !damaged; h = h->next) {
+      damaged = canary_damage(header_user(h), h->size, guard_end_of(h), &first, &last);
+      if (damaged) v = view_of(h);
+    }
   }
-  pthread_mutex_unlock(&d->lock);
+  debug_unlock_all(d);
   if (damaged) report_overflow(d, &v, first, last, when, 0);
 }
 
@@ -781,10 +938,8 @@ void debug_verify_quarantine(debug_t *d, const char *when) {
 void debug_destroy(debug_t *d, size_t *leaked_blocks, size_t *leaked_bytes) {
   quarantine_drain(d, 0);
   debug_verify_live(d, "gpa_deinit");
-  pthread_mutex_lock(&d->lock);
-  *leaked_blocks = d->stats.live_blocks;
-  *leaked_bytes = d->stats.live_bytes;
-  pthread_mutex_unlock(&d->lock);
+  *leaked_blocks = atomic_load(&d->live_blocks);
+  *leaked_bytes = atomic_load(&d->live_bytes);
   if (d->config.leaks) debug_report_leaks(d, false);
   if (d->config.stats) debug_print_stats(d);
   state_unregister(d);

@@ -33,12 +33,29 @@ typedef struct debug_header {
   uint32_t pad;                     /* from the core block's start to the program's bytes */
   stack_id_t alloc_stack, free_stack;
   uint32_t alloc_thread, free_thread;
-  uint32_t check;                   /* a hash of size, seq and pad: catches writes before the block */
-  uint32_t alignment;
+  uint32_t check;                   /* a hash of size, seq, pad and slack: catches writes before the block */
+  uint32_t slack;                   /* bytes after the program's up to the core block's end (capped) */
 } debug_header_t;
 
-/* Every statistic the layer keeps, under its lock. */
-#define DEBUG_STAT_ROWS (GPA_CLASS_COUNT + 1) /* a row per size class, one for large blocks */
+/* A row per size class, one for large blocks. */
+#define DEBUG_STAT_ROWS (GPA_CLASS_COUNT + 1)
+
+/* The live blocks are kept in lists under striped locks, a block's stripe
+ * chosen by its address: threads allocating and freeing at once rarely
+ * wait for each other.  64: a few times the threads a busy program runs,
+ * and a power of two. */
+#define DEBUG_STRIPES 64
+
+typedef struct debug_stripe {
+  _Atomic(int) held;           /* a spinlock over everything below: held for a few instructions, except
+                                  by the reports that walk every block */
+  debug_header_t *live;        /* this stripe's live blocks, newest first */
+  uint64_t allocs, frees, bytes;
+  uint64_t row_allocs[DEBUG_STAT_ROWS];
+  uint64_t row_live[DEBUG_STAT_ROWS];
+} __attribute__((aligned(64))) debug_stripe_t;
+
+/* The figures of gpa_stats_print, summed over the stripes. */
 typedef struct debug_stats {
   size_t live_bytes, live_blocks;
   size_t peak_bytes, peak_blocks;
@@ -46,20 +63,24 @@ typedef struct debug_stats {
   uint64_t failed_allocs; /* refused by the memory limit or out of memory */
   uint64_t row_allocs[DEBUG_STAT_ROWS];
   uint64_t row_live[DEBUG_STAT_ROWS];
+  size_t quarantine_bytes;
 } debug_stats_t;
 
 typedef struct debug_state {
   gpa_debug_config_t config;
   gpa_instance_t *inst;        /* the core instance the blocks come from */
+  gpa_instance_t *plain;       /* blocks of this instance are not ours but pass through (malloc's) */
   const void *owner;           /* the gpa_t it serves (NULL: malloc), for reports */
   int log_fd;                  /* where reports and logs go (see debug_log_fd) */
   uint64_t log_dev, log_ino;   /* what log_fd was when it was set */
-  pthread_mutex_t lock;        /* everything below */
-  debug_header_t *live;        /* every live block, newest first */
+  /* Totals every allocation checks (the memory limit) or raises (peaks). */
+  _Atomic(size_t) live_bytes, live_blocks, peak_bytes, peak_blocks;
+  _Atomic(uint64_t) failed_allocs;
+  pthread_mutex_t lock;        /* the quarantine */
   debug_header_t *quarantine_head, *quarantine_tail; /* oldest first */
   size_t quarantine_bytes;
-  debug_stats_t stats;
   struct debug_state *next_state; /* every debug state, for fork */
+  debug_stripe_t stripes[DEBUG_STRIPES];
 } debug_t;
 
 /* Where reports go: `fd` (standard error, or the log file), kept under a
@@ -95,6 +116,13 @@ bool debug_resize(debug_t *d, void *p, size_t old_size, size_t new_size, uintptr
 /* The size the program asked for (malloc_usable_size in debug mode: the
  * slack is guard bytes, not the program's). */
 size_t debug_usable_size(debug_t *d, const void *p, uintptr_t ret_addr);
+
+void debug_stripe_lock(debug_stripe_t *st);
+void debug_stripe_unlock(debug_stripe_t *st);
+/* Every stripe's lock, in order (reports that walk every live block). */
+void debug_lock_all(debug_t *d);
+void debug_unlock_all(debug_t *d);
+void debug_collect_stats(debug_t *d, debug_stats_t *out);
 
 size_t debug_live_blocks(debug_t *d);
 size_t debug_live_bytes(debug_t *d);
@@ -132,12 +160,11 @@ bool debug_malloc_decide(void);
 
 /* Whether malloc's calls go through the debug layer (deciding first). */
 static inline bool debug_malloc_active(void) {
-  if (GPA_LIKELY(atomic_load_explicit(&gpa_debug_mode, memory_order_acquire) == DEBUG_MODE_OFF)) return false;
+  int mode = atomic_load_explicit(&gpa_debug_mode, memory_order_acquire);
+  if (GPA_LIKELY(mode == DEBUG_MODE_OFF)) return false;
+  if (mode == DEBUG_MODE_ON) return true;
   return debug_malloc_decide();
 }
 
-/* Whether a block malloc's debug state did not hand out (one of malloc's
- * plain instance, made through gpa_default()): it goes back to the core. */
-bool debug_malloc_block_is_plain(const void *p);
 
 #endif /* GPA_DEBUG_H */

@@ -45,6 +45,7 @@ static int decide_now(void) {
   gpa_instance_t *inst = instance_create_early(true);
   debug_t *d = inst != NULL ? debug_create(inst, &cfg, NULL) : NULL;
   if (d == NULL) options_fail("gpa: GPA_OPTIONS: no memory for the debug layer");
+  d->plain = &gpa_default_instance; /* blocks made through gpa_default() */
   if (cfg.log_path != NULL) {
     int fd = open(cfg.log_path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
     if (fd < 0) {
@@ -81,11 +82,6 @@ bool debug_malloc_decide(void) {
    * never this thread): wait for it. */
   while ((mode = atomic_load_explicit(&gpa_debug_mode, memory_order_acquire)) == DEBUG_MODE_DECIDING) sched_yield();
   return mode == DEBUG_MODE_ON;
-}
-
-bool debug_malloc_block_is_plain(const void *p) {
-  gpa_block_info_t info;
-  return block_find(p, &info) && info.instance == &gpa_default_instance;
 }
 
 /* The report at exit.  A destructor, not atexit(): it runs after the

@@ -81,9 +81,17 @@ static size_t round_to_pages(size_t bytes) {
 }
 
 /* The allocator's own memory is never a root: its segments (small and
- * large) are skipped whole; blocks in them are scanned only when reached. */
+ * large) are skipped whole, blocks in them scanned only when reached; so
+ * are the tables that cannot hold a block's address and would only cost
+ * time (the segment map, 32 MiB of bytes, and the stack depot). */
 static bool in_allocator_memory(void *ctx, uintptr_t addr, uintptr_t *end) {
   (void)ctx;
+  uintptr_t map = (uintptr_t)gpa_segmap;
+  if (addr >= map && addr < map + sizeof gpa_segmap) {
+    *end = map + sizeof gpa_segmap;
+    return true;
+  }
+  if (debug_stack_owns(addr, end)) return true;
   gpa_segment_t *seg = segment_of((const void *)addr);
   if (!segmap_contains(seg)) return false;
   *end = (uintptr_t)seg + seg->mapped_size;
@@ -127,10 +135,12 @@ static void report_no_leaks(debug_t *d, size_t reachable_bytes, size_t reachable
 }
 
 size_t debug_report_leaks(debug_t *d, bool at_exit) {
-  pthread_mutex_lock(&d->lock); /* held throughout: no block may go while it is scanned */
-  size_t n = d->stats.live_blocks;
+  debug_lock_all(d); /* held throughout: no block may go while it is scanned */
+  size_t n = 0;
+  for (unsigned i = 0; i < DEBUG_STRIPES; i++)
+    for (const debug_header_t *h = d->stripes[i].live; h != NULL; h = h->next) n++;
   if (n == 0) {
-    pthread_mutex_unlock(&d->lock);
+    debug_unlock_all(d);
     if (at_exit) report_no_leaks(d, 0, 0);
     return 0;
   }
@@ -147,12 +157,13 @@ size_t debug_report_leaks(debug_t *d, bool at_exit) {
     writer_flush(&w);
     if (blocks != NULL) os_release(blocks, blocks_size);
     if (groups != NULL) os_release(groups, groups_size);
-    pthread_mutex_unlock(&d->lock);
+    debug_unlock_all(d);
     return n;
   }
   size_t count = 0;
-  for (debug_header_t *h = d->live; h != NULL && count < n; h = h->next)
-    blocks[count++] = (reach_block_t){.start = (uintptr_t)h + h->pad, .size = h->size, .group = h->alloc_stack};
+  for (unsigned i = 0; i < DEBUG_STRIPES; i++)
+    for (debug_header_t *h = d->stripes[i].live; h != NULL && count < n; h = h->next)
+      blocks[count++] = (reach_block_t){.start = (uintptr_t)h + h->pad, .size = h->size, .group = h->alloc_stack};
   heap_sort(blocks, count, sizeof *blocks, by_address);
   if (at_exit) debug_reach_classify(blocks, count, in_allocator_memory, NULL, (uintptr_t)__builtin_frame_address(0));
 
@@ -210,17 +221,16 @@ size_t debug_report_leaks(debug_t *d, bool at_exit) {
   }
   os_release(blocks, blocks_size);
   os_release(groups, groups_size);
-  pthread_mutex_unlock(&d->lock);
+  debug_unlock_all(d);
   return leaked_blocks;
 }
 
 /* ---- statistics ----------------------------------------------------------------- */
 
 void debug_print_stats(debug_t *d) {
-  pthread_mutex_lock(&d->lock);
-  debug_stats_t st = d->stats;
-  size_t quarantined = d->quarantine_bytes;
-  pthread_mutex_unlock(&d->lock);
+  debug_stats_t st;
+  debug_collect_stats(d, &st);
+  size_t quarantined = st.quarantine_bytes;
   writer_t w;
   writer_init(&w, debug_log_fd(d));
   writer_str(&w, "gpa: statistics for ");

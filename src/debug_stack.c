@@ -297,6 +297,14 @@ static uint64_t stack_hash(const uintptr_t *frames, unsigned n) {
   return h;
 }
 
+/* A loop, not memcmp: stacks are a few words, and this runs on every
+ * allocation and free. */
+static bool frames_equal(const uintptr_t *a, const uintptr_t *b, unsigned n) {
+  for (unsigned i = 0; i < n; i++)
+    if (a[i] != b[i]) return false;
+  return true;
+}
+
 /* The id of the stack if a slot names it, else 0 with *empty set to the
  * first empty slot of its probe run. */
 static stack_id_t depot_find(uint64_t *slots, uint64_t hash, const uintptr_t *frames, unsigned n,
@@ -311,7 +319,7 @@ static stack_id_t depot_find(uint64_t *slots, uint64_t hash, const uintptr_t *fr
     if (word >> 32 != tag) continue;
     stack_id_t id = (stack_id_t)word;
     const depot_entry_t *e = &depot.entries[id];
-    if (e->count == n && memcmp(e->frames, frames, n * sizeof(uintptr_t)) == 0) return id;
+    if (e->count == n && frames_equal(e->frames, frames, n)) return id;
   }
 }
 
@@ -389,6 +397,23 @@ stack_id_t debug_stack_save(const uintptr_t *frames, unsigned n) {
 out:
   depot_unlock();
   return id;
+}
+
+bool debug_stack_owns(uintptr_t addr, uintptr_t *end) {
+  uint64_t *slots = atomic_load_explicit(&depot.slots, memory_order_acquire);
+  if (slots == NULL) return false;
+  uintptr_t entries = (uintptr_t)depot.entries, slots_at = (uintptr_t)slots;
+  uintptr_t entries_end = entries + (size_t)DEPOT_MAX_STACKS * sizeof(depot_entry_t);
+  uintptr_t slots_end = slots_at + DEPOT_SLOTS * sizeof(uint64_t);
+  if (addr >= entries && addr < entries_end) {
+    *end = entries_end;
+    return true;
+  }
+  if (addr >= slots_at && addr < slots_end) {
+    *end = slots_end;
+    return true;
+  }
+  return false;
 }
 
 unsigned debug_stack_load(stack_id_t id, const uintptr_t **frames) {

@@ -51,6 +51,11 @@ stack_id_t debug_stack_save(const uintptr_t *frames, unsigned n);
  * (valid for the life of the process).  0 for id 0. */
 unsigned debug_stack_load(stack_id_t id, const uintptr_t **frames);
 
+/* The depot's tables (return addresses and indexes, never a block's
+ * address): true when `addr` lies in one, *end set to where it ends.  Leak
+ * checking skips them as roots. */
+bool debug_stack_owns(uintptr_t addr, uintptr_t *end);
+
 /* One line per frame, in the form people already read:
  *     "<indent>#0 0x55d0c2a1b2c3 in make_node+0x1c (/path/to/prog+0x1234)\n"
  * the symbol from dladdr (omitted when none: "#0 0x... (/path+0x1234)"),

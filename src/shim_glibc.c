@@ -25,32 +25,13 @@ GPA_EXPORT const char *gpa_version(void) { return "0.3.0"; }
  * stack the debug layer records. */
 #define CALLER() ((uintptr_t)__builtin_return_address(0))
 
-/* ---- the debug layer's side of each entry point ---------------------------
- * Taken only when GPA_OPTIONS switched the layer on (debug_malloc_active).
- * Blocks made through gpa_default() belong to the plain instance and go
- * back to the core; nothing here may call a core function that would give
- * the thread a heap of the plain instance (that would route its mallocs
- * past the layer). */
-
-static void debug_family_free(void *p, bool sized, size_t size, uintptr_t caller, const char *op) {
-  if (p != NULL && debug_malloc_block_is_plain(p)) {
-    heap_free(gpa_tls_heap, p);
-    return;
-  }
-  debug_free(gpa_debug_malloc, p, sized, size, caller, op);
-}
-
-static void *debug_family_realloc(void *p, size_t size, uintptr_t caller) {
-  if (p != NULL && debug_malloc_block_is_plain(p)) {
-    size_t old = gpa_core_usable_size(p);
-    void *q = debug_alloc(gpa_debug_malloc, size, GPA_MIN_ALIGN, false, caller, "realloc");
-    if (q == NULL) return NULL;
-    memcpy(q, p, old < size ? old : size);
-    heap_free(gpa_tls_heap, p);
-    return q;
-  }
-  return debug_realloc(gpa_debug_malloc, p, size, caller, "realloc");
-}
+/* ---- the debug layer -------------------------------------------------------
+ * Each entry point takes the debug layer's path only when GPA_OPTIONS
+ * switched it on (debug_malloc_active); malloc and free ask only on their
+ * slow paths.  Nothing here may call a core function that would give the
+ * thread a heap of the plain instance (that would route its mallocs past the
+ * layer): blocks made through gpa_default() reach the layer, which gives
+ * them back to the core. */
 
 /* ---- malloc and free --------------------------------------------------------
  * The fast paths are the core's inline ones; everything else is a named
@@ -68,7 +49,7 @@ GPA_EXPORT void *malloc(size_t size) {
 }
 
 static GPA_NOINLINE void free_slow(void *p, uintptr_t caller) {
-  if (debug_malloc_active()) debug_family_free(p, false, 0, caller, "free");
+  if (debug_malloc_active()) debug_free(gpa_debug_malloc, p, false, 0, caller, "free");
   else heap_free_slow_path(gpa_tls_heap, p);
 }
 
@@ -90,7 +71,7 @@ GPA_EXPORT void *calloc(size_t count, size_t size) {
 }
 
 GPA_EXPORT void *realloc(void *p, size_t size) {
-  if (GPA_UNLIKELY(debug_malloc_active())) return debug_family_realloc(p, size, CALLER());
+  if (GPA_UNLIKELY(debug_malloc_active())) return debug_realloc(gpa_debug_malloc, p, size, CALLER(), "realloc");
   return gpa_core_realloc(p, size);
 }
 
@@ -100,26 +81,26 @@ GPA_EXPORT void *reallocarray(void *p, size_t count, size_t size) {
     errno = ENOMEM;
     return NULL;
   }
-  if (GPA_UNLIKELY(debug_malloc_active())) return debug_family_realloc(p, total, CALLER());
+  if (GPA_UNLIKELY(debug_malloc_active())) return debug_realloc(gpa_debug_malloc, p, total, CALLER(), "reallocarray");
   return gpa_core_realloc(p, total);
 }
 
 void cfree(void *p); /* obsolete: no longer declared by glibc's headers */
 GPA_EXPORT void cfree(void *p) {
-  if (GPA_UNLIKELY(debug_malloc_active())) debug_family_free(p, false, 0, CALLER(), "cfree");
+  if (GPA_UNLIKELY(debug_malloc_active())) debug_free(gpa_debug_malloc, p, false, 0, CALLER(), "cfree");
   else gpa_core_free(p);
 }
 
 /* Sizes are accepted as given: any size that maps to the block is valid.
  * The debug layer holds them to the size asked for. */
 GPA_EXPORT void free_sized(void *p, size_t size) {
-  if (GPA_UNLIKELY(debug_malloc_active())) debug_family_free(p, true, size, CALLER(), "free_sized");
+  if (GPA_UNLIKELY(debug_malloc_active())) debug_free(gpa_debug_malloc, p, true, size, CALLER(), "free_sized");
   else gpa_core_free(p);
 }
 
 GPA_EXPORT void free_aligned_sized(void *p, size_t alignment, size_t size) {
   (void)alignment;
-  if (GPA_UNLIKELY(debug_malloc_active())) debug_family_free(p, true, size, CALLER(), "free_aligned_sized");
+  if (GPA_UNLIKELY(debug_malloc_active())) debug_free(gpa_debug_malloc, p, true, size, CALLER(), "free_aligned_sized");
   else gpa_core_free(p);
 }
 
@@ -176,8 +157,7 @@ GPA_EXPORT void *pvalloc(size_t size) {
 }
 
 GPA_EXPORT size_t malloc_usable_size(void *p) {
-  if (GPA_UNLIKELY(debug_malloc_active()) && !(p != NULL && debug_malloc_block_is_plain(p)))
-    return debug_usable_size(gpa_debug_malloc, p, CALLER());
+  if (GPA_UNLIKELY(debug_malloc_active())) return debug_usable_size(gpa_debug_malloc, p, CALLER());
   return gpa_core_usable_size(p);
 }
 
