@@ -52,7 +52,20 @@ static uint32_t thread_number(void) {
   return tls_thread_number;
 }
 
+/* Allocation numbers are handed to threads this many at a time: unique,
+ * ordered within a thread and roughly across threads, and the shared
+ * counter is touched once per 64 allocations instead of on every one. */
+#define SEQ_BATCH 64
 static _Atomic(uint64_t) allocation_seq;
+static __thread uint64_t tls_seq_next, tls_seq_end __attribute__((tls_model("initial-exec")));
+
+static uint64_t next_seq(void) {
+  if (tls_seq_next == tls_seq_end) {
+    tls_seq_next = atomic_fetch_add_explicit(&allocation_seq, SEQ_BATCH, memory_order_relaxed) + 1;
+    tls_seq_end = tls_seq_next + SEQ_BATCH;
+  }
+  return tls_seq_next++;
+}
 
 /* ---- every state, for fork ------------------------------------------------ */
 
@@ -149,6 +162,7 @@ debug_t *debug_create(gpa_instance_t *inst, const gpa_debug_config_t *config, co
   if (d == NULL) return NULL;
   d->config = *config;
   if (d->config.frames > DEBUG_MAX_FRAMES) d->config.frames = DEBUG_MAX_FRAMES;
+  d->totals = config->memory_limit != 0 || config->stats;
   d->inst = inst;
   d->owner = owner;
   debug_set_log(d, 2);
@@ -178,11 +192,13 @@ static void state_unregister(debug_t *d) {
 
 /* ---- records ---------------------------------------------------------------- */
 
-static uint32_t header_hash(const debug_header_t *h) {
-  uint64_t x = h->size * 0x9E3779B97F4A7C15ull ^ h->seq ^ ((uint64_t)h->pad << 32) ^ h->slack;
+static uint16_t header_hash(const debug_header_t *h) {
+  uint64_t x = h->size * 0x9E3779B97F4A7C15ull ^ h->seq ^ ((uint64_t)h->pad << 32) ^ h->slack ^
+               ((uint64_t)h->align_log2 << 56);
   x ^= x >> 29;
   x *= 0xBF58476D1CE4E5B9ull;
-  return (uint32_t)(x ^ (x >> 32));
+  x ^= x >> 32;
+  return (uint16_t)(x ^ (x >> 16));
 }
 
 static uint8_t *header_user(const debug_header_t *h) { return (uint8_t *)h + h->pad; }
@@ -209,6 +225,7 @@ static void raise_to(_Atomic(size_t) *peak, size_t value) {
 /* Count `size` more live bytes; false (nothing counted) when that passes
  * the memory limit, with *live the bytes live before. */
 static bool live_bytes_add(debug_t *d, size_t size, size_t *live) {
+  if (!d->totals) return true;
   size_t before = atomic_fetch_add_explicit(&d->live_bytes, size, memory_order_relaxed);
   if (d->config.memory_limit != 0 && before + size > d->config.memory_limit) {
     atomic_fetch_sub_explicit(&d->live_bytes, size, memory_order_relaxed);
@@ -222,6 +239,7 @@ static bool live_bytes_add(debug_t *d, size_t size, size_t *live) {
 /* The same for a new block of `size` bytes. */
 static bool live_add(debug_t *d, size_t size, size_t *live) {
   if (!live_bytes_add(d, size, live)) return false;
+  if (!d->totals) return true;
   raise_to(&d->peak_blocks, atomic_fetch_add_explicit(&d->live_blocks, 1, memory_order_relaxed) + 1);
   return true;
 }
@@ -231,11 +249,12 @@ static bool live_add(debug_t *d, size_t size, size_t *live) {
 static bool live_resize(debug_t *d, size_t old_size, size_t new_size) {
   size_t live;
   if (new_size > old_size) return live_bytes_add(d, new_size - old_size, &live);
-  atomic_fetch_sub_explicit(&d->live_bytes, old_size - new_size, memory_order_relaxed);
+  if (d->totals) atomic_fetch_sub_explicit(&d->live_bytes, old_size - new_size, memory_order_relaxed);
   return true;
 }
 
 static void live_remove(debug_t *d, size_t size) {
+  if (!d->totals) return;
   atomic_fetch_sub_explicit(&d->live_bytes, size, memory_order_relaxed);
   atomic_fetch_sub_explicit(&d->live_blocks, 1, memory_order_relaxed);
 }
@@ -246,6 +265,8 @@ static void stripe_link(debug_stripe_t *st, debug_header_t *h) {
   h->next = st->live;
   if (st->live != NULL) st->live->prev = h;
   st->live = h;
+  st->live_bytes += h->size;
+  st->live_blocks++;
   st->allocs++;
   st->bytes += h->size;
   unsigned row = stats_row(h->size);
@@ -257,6 +278,8 @@ static void stripe_unlink(debug_stripe_t *st, debug_header_t *h) {
   if (h->prev != NULL) h->prev->next = h->next;
   else st->live = h->next;
   if (h->next != NULL) h->next->prev = h->prev;
+  st->live_bytes -= h->size;
+  st->live_blocks--;
   st->frees++;
   st->row_live[stats_row(h->size)]--;
 }
@@ -266,6 +289,8 @@ void debug_collect_stats(debug_t *d, debug_stats_t *out) {
   for (unsigned i = 0; i < DEBUG_STRIPES; i++) {
     debug_stripe_t *st = &d->stripes[i];
     debug_stripe_lock(st);
+    out->live_bytes += st->live_bytes;
+    out->live_blocks += st->live_blocks;
     out->total_allocs += st->allocs;
     out->total_frees += st->frees;
     out->total_bytes += st->bytes;
@@ -275,8 +300,6 @@ void debug_collect_stats(debug_t *d, debug_stats_t *out) {
     }
     debug_stripe_unlock(st);
   }
-  out->live_bytes = atomic_load(&d->live_bytes);
-  out->live_blocks = atomic_load(&d->live_blocks);
   out->peak_bytes = atomic_load(&d->peak_bytes);
   out->peak_blocks = atomic_load(&d->peak_blocks);
   out->failed_allocs = atomic_load(&d->failed_allocs);
@@ -310,13 +333,15 @@ static stack_id_t capture_stack(const debug_t *d, uintptr_t ret_addr) {
 typedef struct block_view {
   const void *user;
   size_t size;
+  size_t alignment;
   stack_id_t alloc_stack, free_stack;
   uint32_t alloc_thread, free_thread;
   bool known; /* the record was intact */
 } block_view_t;
 
 static block_view_t view_of(const debug_header_t *h) {
-  return (block_view_t){.user = header_user(h), .size = h->size, .alloc_stack = h->alloc_stack,
+  return (block_view_t){.user = header_user(h), .size = h->size, .alignment = (size_t)1 << h->align_log2,
+                        .alloc_stack = h->alloc_stack,
                         .free_stack = h->free_stack, .alloc_thread = h->alloc_thread,
                         .free_thread = h->free_thread, .known = true};
 }
@@ -347,7 +372,13 @@ static void report_end(writer_t *w, const debug_t *d) {
 static void report_block_line(writer_t *w, const block_view_t *v) {
   writer_str(w, "a ");
   writer_dec(w, v->size);
-  writer_str(w, "-byte block at ");
+  writer_str(w, "-byte block ");
+  if (v->alignment > GPA_MIN_ALIGN) {
+    writer_str(w, "(aligned to ");
+    writer_dec(w, v->alignment);
+    writer_str(w, ") ");
+  }
+  writer_str(w, "at ");
   writer_hex(w, (uintptr_t)v->user);
 }
 
@@ -706,7 +737,7 @@ void *debug_alloc(debug_t *d, size_t size, size_t alignment, bool zero, uintptr_
   debug_header_t *h = (debug_header_t *)block;
   size_t slack = info.size - pad - size;
   h->size = size;
-  h->seq = atomic_fetch_add_explicit(&allocation_seq, 1, memory_order_relaxed) + 1;
+  h->seq = next_seq();
   h->magic = DEBUG_MAGIC_LIVE;
   h->pad = (uint32_t)pad;
   h->alloc_stack = stack;
@@ -714,6 +745,8 @@ void *debug_alloc(debug_t *d, size_t size, size_t alignment, bool zero, uintptr_
   h->alloc_thread = thread_number();
   h->free_thread = 0;
   h->slack = slack < UINT32_MAX ? (uint32_t)slack : UINT32_MAX;
+  h->align_log2 = (uint8_t)__builtin_ctzll(alignment);
+  h->reserved = 0;
   h->check = header_hash(h);
   uint8_t *user = block + pad;
   if (zero) memset(user, 0, size);
@@ -805,6 +838,7 @@ static void resize_locked(debug_t *d, debug_header_t *h, size_t new_size) {
   size_t room = guard_end_of(h);
   st->row_live[stats_row(old_size)]--;
   st->row_live[stats_row(new_size)]++;
+  st->live_bytes += new_size - old_size; /* modulo 2^64 when shrinking */
   h->size = new_size;
   h->slack = (uint32_t)(room - new_size);
   h->check = header_hash(h);
@@ -886,9 +920,17 @@ size_t debug_usable_size(debug_t *d, const void *p, uintptr_t ret_addr) {
   return size;
 }
 
-size_t debug_live_blocks(debug_t *d) { return atomic_load(&d->live_blocks); }
+size_t debug_live_blocks(debug_t *d) {
+  debug_stats_t st;
+  debug_collect_stats(d, &st);
+  return st.live_blocks;
+}
 
-size_t debug_live_bytes(debug_t *d) { return atomic_load(&d->live_bytes); }
+size_t debug_live_bytes(debug_t *d) {
+  debug_stats_t st;
+  debug_collect_stats(d, &st);
+  return st.live_bytes;
+}
 
 bool debug_owns(debug_t *d, const void *p) {
   debug_header_t *h;
@@ -938,8 +980,8 @@ void debug_verify_quarantine(debug_t *d, const char *when) {
 void debug_destroy(debug_t *d, size_t *leaked_blocks, size_t *leaked_bytes) {
   quarantine_drain(d, 0);
   debug_verify_live(d, "gpa_deinit");
-  *leaked_blocks = atomic_load(&d->live_blocks);
-  *leaked_bytes = atomic_load(&d->live_bytes);
+  *leaked_blocks = debug_live_blocks(d);
+  *leaked_bytes = debug_live_bytes(d);
   if (d->config.leaks) debug_report_leaks(d, false);
   if (d->config.stats) debug_print_stats(d);
   state_unregister(d);

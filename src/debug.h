@@ -33,7 +33,9 @@ typedef struct debug_header {
   uint32_t pad;                     /* from the core block's start to the program's bytes */
   stack_id_t alloc_stack, free_stack;
   uint32_t alloc_thread, free_thread;
-  uint32_t check;                   /* a hash of size, seq, pad and slack: catches writes before the block */
+  uint16_t check;                   /* a hash of the fields above and below: catches writes before the block */
+  uint8_t align_log2;               /* the alignment asked for */
+  uint8_t reserved;
   uint32_t slack;                   /* bytes after the program's up to the core block's end (capped) */
 } debug_header_t;
 
@@ -50,6 +52,7 @@ typedef struct debug_stripe {
   _Atomic(int) held;           /* a spinlock over everything below: held for a few instructions, except
                                   by the reports that walk every block */
   debug_header_t *live;        /* this stripe's live blocks, newest first */
+  size_t live_bytes, live_blocks; /* this stripe's share */
   uint64_t allocs, frees, bytes;
   uint64_t row_allocs[DEBUG_STAT_ROWS];
   uint64_t row_live[DEBUG_STAT_ROWS];
@@ -73,7 +76,10 @@ typedef struct debug_state {
   const void *owner;           /* the gpa_t it serves (NULL: malloc), for reports */
   int log_fd;                  /* where reports and logs go (see debug_log_fd) */
   uint64_t log_dev, log_ino;   /* what log_fd was when it was set */
-  /* Totals every allocation checks (the memory limit) or raises (peaks). */
+  /* Process-wide totals, kept only when the memory limit needs them or the
+   * statistics show peaks (shared counters are what threads would wait on
+   * most); the stripes keep their own shares always. */
+  bool totals;
   _Atomic(size_t) live_bytes, live_blocks, peak_bytes, peak_blocks;
   _Atomic(uint64_t) failed_allocs;
   pthread_mutex_t lock;        /* the quarantine */

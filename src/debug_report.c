@@ -247,10 +247,15 @@ void debug_print_stats(debug_t *d) {
   writer_str(&w, " byte(s) in ");
   writer_dec(&w, st.live_blocks);
   writer_str(&w, " block(s)\n  peak:         ");
-  writer_dec(&w, st.peak_bytes);
-  writer_str(&w, " byte(s), ");
-  writer_dec(&w, st.peak_blocks);
-  writer_str(&w, " block(s)\n  total:        ");
+  if (d->totals) {
+    writer_dec(&w, st.peak_bytes);
+    writer_str(&w, " byte(s), ");
+    writer_dec(&w, st.peak_blocks);
+    writer_str(&w, " block(s)");
+  } else {
+    writer_str(&w, "not kept (stats=1 or limit= keeps it)");
+  }
+  writer_str(&w, "\n  total:        ");
   writer_dec(&w, st.total_allocs);
   writer_str(&w, " allocation(s) of ");
   writer_dec(&w, st.total_bytes);

@@ -121,6 +121,21 @@ static void test_interior_pointer_names_block_and_offset(void **state) {
                          "in interior_free_child+");
 }
 
+void aligned_interior_child(void *arg) {
+  (void)arg;
+  gpa_t gpa;
+  gpa_allocator_t a = debug_instance(&gpa, debug_config());
+  char *p = gpa_raw_alloc(a, 24, 256);
+  assert_int_equal((uintptr_t)p % 256, 0);
+  gpa_raw_free(a, p + 8, 16, 0);
+}
+
+static void test_report_gives_the_alignment_asked_for(void **state) {
+  (void)state;
+  EXPECT_ABORT_REPORT(aligned_interior_child, ": 8 byte(s) inside a 24-byte block (aligned to 256) at 0x",
+                      "in aligned_interior_child+");
+}
+
 void foreign_free_child(void *arg) {
   (void)arg;
   gpa_t gpa;
@@ -477,6 +492,7 @@ int main(void) {
   const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_double_free_reports_three_stacks),
     cmocka_unit_test(test_interior_pointer_names_block_and_offset),
+    cmocka_unit_test(test_report_gives_the_alignment_asked_for),
     cmocka_unit_test(test_foreign_pointer_is_invalid),
     cmocka_unit_test(test_block_of_another_instance_is_invalid),
     cmocka_unit_test(test_size_mismatch_gives_both_sizes),
