@@ -194,7 +194,7 @@ static void state_unregister(debug_t *d) {
 
 static uint16_t header_hash(const debug_header_t *h) {
   uint64_t x = h->size * 0x9E3779B97F4A7C15ull ^ h->seq ^ ((uint64_t)h->pad << 32) ^ h->slack ^
-               ((uint64_t)h->align_log2 << 56);
+               ((uint64_t)h->align_log2 << 56) ^ ((uint64_t)h->stripe << 48);
   x ^= x >> 29;
   x *= 0xBF58476D1CE4E5B9ull;
   x ^= x >> 32;
@@ -210,10 +210,12 @@ static unsigned stats_row(size_t size) {
   return size <= GPA_SMALL_MAX ? size_class_of(size) : DEBUG_STAT_ROWS - 1;
 }
 
+_Static_assert((DEBUG_STRIPES & (DEBUG_STRIPES - 1)) == 0 && DEBUG_STRIPES <= 256,
+               "a power of two that fits the record's byte");
+
 static debug_stripe_t *stripe_of(debug_t *d, const debug_header_t *h) {
-  return &d->stripes[((uintptr_t)h * 0x9E3779B97F4A7C15ull) >> (64 - 6)];
+  return &d->stripes[h->stripe & (DEBUG_STRIPES - 1)];
 }
-_Static_assert(DEBUG_STRIPES == 1 << 6, "stripe_of takes the hash's top 6 bits");
 
 static void raise_to(_Atomic(size_t) *peak, size_t value) {
   size_t seen = atomic_load_explicit(peak, memory_order_relaxed);
@@ -746,7 +748,7 @@ void *debug_alloc(debug_t *d, size_t size, size_t alignment, bool zero, uintptr_
   h->free_thread = 0;
   h->slack = slack < UINT32_MAX ? (uint32_t)slack : UINT32_MAX;
   h->align_log2 = (uint8_t)__builtin_ctzll(alignment);
-  h->reserved = 0;
+  h->stripe = (uint8_t)(thread_number() & (DEBUG_STRIPES - 1));
   h->check = header_hash(h);
   uint8_t *user = block + pad;
   if (zero) memset(user, 0, size);

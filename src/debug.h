@@ -35,7 +35,7 @@ typedef struct debug_header {
   uint32_t alloc_thread, free_thread;
   uint16_t check;                   /* a hash of the fields above and below: catches writes before the block */
   uint8_t align_log2;               /* the alignment asked for */
-  uint8_t reserved;
+  uint8_t stripe;                   /* which live list holds it: its allocating thread's */
   uint32_t slack;                   /* bytes after the program's up to the core block's end (capped) */
 } debug_header_t;
 
@@ -43,9 +43,11 @@ typedef struct debug_header {
 #define DEBUG_STAT_ROWS (GPA_CLASS_COUNT + 1)
 
 /* The live blocks are kept in lists under striped locks, a block's stripe
- * chosen by its address: threads allocating and freeing at once rarely
- * wait for each other.  64: a few times the threads a busy program runs,
- * and a power of two. */
+ * chosen by the thread that allocated it: a thread's own allocations and
+ * frees take a lock no other thread touches (no cache line moves between
+ * cores), and a block freed by another thread usually comes from a thread
+ * that has moved on.  64: a few times the threads a busy program runs, and
+ * a power of two. */
 #define DEBUG_STRIPES 64
 
 typedef struct debug_stripe {
