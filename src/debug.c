@@ -708,6 +708,19 @@ static void quarantine_push(debug_t *d, debug_header_t *h) {
 
 /* ---- the operations --------------------------------------------------------------- */
 
+/* The size of the core block just handed out for `total` bytes: its size
+ * class's, computed (malloc picks exactly that class), or looked up for
+ * aligned and large blocks.  0 if the block is not the core's. */
+static size_t core_block_size(const void *block, size_t total, size_t alignment) {
+  gpa_block_info_t info;
+  if (alignment <= GPA_MIN_ALIGN && total <= GPA_SMALL_MAX) {
+    size_t size = size_class_block_size(size_class_of(total));
+    GPA_INVARIANT("debug-core-size-is-class-size", block_find(block, &info) && info.size == size);
+    return size;
+  }
+  return block_find(block, &info) ? info.size : 0;
+}
+
 void *debug_alloc(debug_t *d, size_t size, size_t alignment, bool zero, uintptr_t ret_addr, const char *op) {
   if (alignment < GPA_MIN_ALIGN) alignment = GPA_MIN_ALIGN;
   size_t pad = alignment > sizeof(debug_header_t) ? alignment : sizeof(debug_header_t);
@@ -729,15 +742,15 @@ void *debug_alloc(debug_t *d, size_t size, size_t alignment, bool zero, uintptr_
   uint8_t *block = NULL;
   if (heap != NULL)
     block = alignment <= GPA_MIN_ALIGN ? heap_malloc(heap, total) : heap_malloc_aligned(heap, alignment, total);
-  gpa_block_info_t info;
-  if (block == NULL || !block_find(block, &info)) {
+  size_t core_size = block != NULL ? core_block_size(block, total, alignment) : 0;
+  if (core_size == 0) {
     live_remove(d, size);
     atomic_fetch_add_explicit(&d->failed_allocs, 1, memory_order_relaxed);
     errno = ENOMEM;
     return NULL;
   }
   debug_header_t *h = (debug_header_t *)block;
-  size_t slack = info.size - pad - size;
+  size_t slack = core_size - pad - size;
   h->size = size;
   h->seq = next_seq();
   h->magic = DEBUG_MAGIC_LIVE;
