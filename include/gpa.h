@@ -187,8 +187,9 @@ typedef struct gpa_debug_config {
   unsigned frames;        /* stack frames recorded per allocation and free, up to 64 (0: none) */
   bool exact_stacks;      /* unwind with the C library's unwinder: whole stacks through code built
                              without frame pointers, at several times the cost */
-  bool checks;            /* check every free and realloc against the block's record: double and
-                             invalid frees, size mismatches, each with its stacks */
+  bool checks;            /* record every free's stack (double-free and write-after-free reports show
+                             it) and hold sized frees to the size asked for; without it frees are
+                             cheaper, and double and invalid frees are still caught and reported */
   bool canaries;          /* guard bytes after every block, verified at free, realloc and deinit */
   size_t quarantine;      /* bytes of freed blocks held back before reuse (0: none) */
   bool alloc_fill;        /* fill new blocks with GPA_DEBUG_ALLOC_BYTE */

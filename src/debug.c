@@ -824,7 +824,10 @@ static bool block_checks_pass(debug_t *d, debug_header_t *h, bool sized, size_t 
 
 void debug_free(debug_t *d, void *p, bool sized, size_t size, uintptr_t ret_addr, const char *op) {
   if (p == NULL) return;
-  stack_id_t here = capture_stack(d, ret_addr);
+  /* checks=0: no free stacks and no size checks; misuse found anyway is
+   * still reported, with the stack taken then. */
+  stack_id_t here = d->config.checks ? capture_stack(d, ret_addr) : 0;
+  sized = sized && d->config.checks;
   bool plain;
   debug_header_t *h = lock_live_block(d, p, op, &here, ret_addr, &plain);
   if (h == NULL) {

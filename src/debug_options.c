@@ -93,7 +93,8 @@ static const option_spec_t option_table[] = {
   { "stacks", OPTION_CHOICE, FIELD(exact_stacks), 0, { "fast", "exact" }, NULL, "fast|exact",
     "fast: follow frame pointers; exact: the C library's unwinder (slower)" },
   { "checks", OPTION_BOOL, FIELD(checks), 0, { NULL, NULL }, NULL, "0|1",
-    "check every free and realloc: double and invalid frees, size mismatches" },
+    "record each free's stack and check sized frees' sizes (0: faster frees; double and invalid frees "
+    "are still reported)" },
   { "canaries", OPTION_BOOL, FIELD(canaries), 0, { NULL, NULL }, NULL, "0|1",
     "guard bytes after every block, verified at free, realloc and exit" },
   { "quarantine", OPTION_SIZE, FIELD(quarantine), 0, { NULL, NULL }, NULL, "SIZE",

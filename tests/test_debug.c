@@ -166,6 +166,29 @@ static void test_block_of_another_instance_is_invalid(void **state) {
   EXPECT_ABORT_REPORT(other_instance_child, "invalid pointer 0x", ": a block of another allocator instance");
 }
 
+/* checks off: sizes are not held to account and frees keep no stack, but
+ * a double free is still caught. */
+void unchecked_child(void *arg) {
+  (void)arg;
+  gpa_t gpa;
+  gpa_config_t c = debug_config();
+  c.debug.checks = false;
+  c.debug.quarantine = 1 << 20;
+  gpa_allocator_t a = debug_instance(&gpa, c);
+  void *q = gpa_raw_alloc(a, 10, 0);
+  gpa_raw_free(a, q, 12, 0); /* no report */
+  void *p = alloc_site(a);
+  first_free_site(a, p);
+  second_free_site(a, p);
+}
+
+static void test_checks_off_keeps_double_free_reports(void **state) {
+  (void)state;
+  EXPECT_ABORT_REPORT(unchecked_child, "gpa: gpa_free(): double free of 0x", "in alloc_site+",
+                      "first freed by thread", "(no stack recorded)", "freed again by thread",
+                      "in second_free_site+");
+}
+
 /* ---- size mismatch ------------------------------------------------------------- */
 
 void size_mismatch_child(void *arg) {
@@ -496,6 +519,7 @@ int main(void) {
     cmocka_unit_test(test_foreign_pointer_is_invalid),
     cmocka_unit_test(test_block_of_another_instance_is_invalid),
     cmocka_unit_test(test_size_mismatch_gives_both_sizes),
+    cmocka_unit_test(test_checks_off_keeps_double_free_reports),
     cmocka_unit_test(test_overflow_found_at_free),
     cmocka_unit_test(test_overflow_of_live_block_found_at_deinit),
     cmocka_unit_test(test_write_after_free_found_when_quarantine_drains),
