@@ -31,7 +31,7 @@ for variant in release checked; do
   checked=OFF
   [ "$variant" = checked ] && checked=ON
   echo "== $variant build ($dir)"
-  cmake -S . -B "$dir" -DCMAKE_BUILD_TYPE=Release -DGPA_WERROR=ON -DGPA_CHECKED=$checked >/dev/null
+  cmake -S . -B "$dir" -DCMAKE_BUILD_TYPE=Release -DGPA_WERROR=ON -DGPA_REQUIRE_TESTS=ON -DGPA_CHECKED=$checked >/dev/null
   cmake --build "$dir" -j "$jobs"
   ctest --test-dir "$dir" --output-on-failure -j "$jobs"
 done
@@ -41,7 +41,7 @@ done
 # left to the builds above: they test packaging, not the library's code.
 dir=build-test-ubsan
 echo "== checked build under -fsanitize=undefined ($dir)"
-cmake -S . -B "$dir" -DCMAKE_BUILD_TYPE=Release -DGPA_WERROR=ON -DGPA_CHECKED=ON -DGPA_BUILD_BENCH=OFF \
+cmake -S . -B "$dir" -DCMAKE_BUILD_TYPE=Release -DGPA_WERROR=ON -DGPA_REQUIRE_TESTS=ON -DGPA_CHECKED=ON -DGPA_BUILD_BENCH=OFF \
   -DCMAKE_C_FLAGS="-fsanitize=undefined -fno-sanitize-recover=undefined" >/dev/null
 cmake --build "$dir" -j "$jobs"
 ctest --test-dir "$dir" --output-on-failure -j "$jobs" -E "real_programs|preload_startup|install_consumer"
