@@ -271,19 +271,22 @@ GPA_EXPORT gpa_allocator_t gpa_allocator(gpa_t *gpa) {
 
 GPA_EXPORT gpa_t *gpa_default(void) { return &default_state; }
 
+/* The program's view through the debug layer when there is one (its
+ * quarantined blocks are freed), else the core's. */
+static void count_live(gpa_t *gpa, gpa_instance_t *inst, size_t *blocks, size_t *bytes) {
+  if (gpa->debug != NULL) debug_count_live(gpa->debug, blocks, bytes);
+  else instance_count_live(inst, blocks, bytes);
+}
+
 GPA_EXPORT size_t gpa_live_count(gpa_t *gpa) {
   size_t blocks, bytes;
-  gpa_instance_t *inst = state_instance(gpa, OWN_FRAME());
-  if (gpa->debug != NULL) return debug_live_blocks(gpa->debug);
-  instance_count_live(inst, &blocks, &bytes);
+  count_live(gpa, state_instance(gpa, OWN_FRAME()), &blocks, &bytes);
   return blocks;
 }
 
 GPA_EXPORT size_t gpa_live_bytes(gpa_t *gpa) {
   size_t blocks, bytes;
-  gpa_instance_t *inst = state_instance(gpa, OWN_FRAME());
-  if (gpa->debug != NULL) return debug_live_bytes(gpa->debug);
-  instance_count_live(inst, &blocks, &bytes);
+  count_live(gpa, state_instance(gpa, OWN_FRAME()), &blocks, &bytes);
   return bytes;
 }
 

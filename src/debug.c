@@ -162,7 +162,6 @@ debug_t *debug_create(gpa_instance_t *inst, const gpa_debug_config_t *config, co
   if (d == NULL) return NULL;
   d->config = *config;
   if (d->config.frames > DEBUG_MAX_FRAMES) d->config.frames = DEBUG_MAX_FRAMES;
-  d->totals = config->memory_limit != 0 || config->stats;
   d->inst = inst;
   d->owner = owner;
   debug_set_log(d, 2);
@@ -227,7 +226,7 @@ static void raise_to(_Atomic(size_t) *peak, size_t value) {
 /* Count `size` more live bytes; false (nothing counted) when that passes
  * the memory limit, with *live the bytes live before. */
 static bool live_bytes_add(debug_t *d, size_t size, size_t *live) {
-  if (!d->totals) return true;
+  if (!debug_keeps_totals(d)) return true;
   size_t before = atomic_fetch_add_explicit(&d->live_bytes, size, memory_order_relaxed);
   if (d->config.memory_limit != 0 && before + size > d->config.memory_limit) {
     atomic_fetch_sub_explicit(&d->live_bytes, size, memory_order_relaxed);
@@ -241,7 +240,7 @@ static bool live_bytes_add(debug_t *d, size_t size, size_t *live) {
 /* The same for a new block of `size` bytes. */
 static bool live_add(debug_t *d, size_t size, size_t *live) {
   if (!live_bytes_add(d, size, live)) return false;
-  if (!d->totals) return true;
+  if (!debug_keeps_totals(d)) return true;
   raise_to(&d->peak_blocks, atomic_fetch_add_explicit(&d->live_blocks, 1, memory_order_relaxed) + 1);
   return true;
 }
@@ -251,12 +250,12 @@ static bool live_add(debug_t *d, size_t size, size_t *live) {
 static bool live_resize(debug_t *d, size_t old_size, size_t new_size) {
   size_t live;
   if (new_size > old_size) return live_bytes_add(d, new_size - old_size, &live);
-  if (d->totals) atomic_fetch_sub_explicit(&d->live_bytes, old_size - new_size, memory_order_relaxed);
+  if (debug_keeps_totals(d)) atomic_fetch_sub_explicit(&d->live_bytes, old_size - new_size, memory_order_relaxed);
   return true;
 }
 
 static void live_remove(debug_t *d, size_t size) {
-  if (!d->totals) return;
+  if (!debug_keeps_totals(d)) return;
   atomic_fetch_sub_explicit(&d->live_bytes, size, memory_order_relaxed);
   atomic_fetch_sub_explicit(&d->live_blocks, 1, memory_order_relaxed);
 }
@@ -338,14 +337,13 @@ typedef struct block_view {
   size_t alignment;
   stack_id_t alloc_stack, free_stack;
   uint32_t alloc_thread, free_thread;
-  bool known; /* the record was intact */
 } block_view_t;
 
 static block_view_t view_of(const debug_header_t *h) {
   return (block_view_t){.user = header_user(h), .size = h->size, .alignment = (size_t)1 << h->align_log2,
                         .alloc_stack = h->alloc_stack,
                         .free_stack = h->free_stack, .alloc_thread = h->alloc_thread,
-                        .free_thread = h->free_thread, .known = true};
+                        .free_thread = h->free_thread};
 }
 
 
@@ -798,7 +796,7 @@ static debug_header_t *lock_live_block(debug_t *d, void *p, const char *op, stac
     return NULL;
   }
   if (*here == 0) *here = capture_stack(d, ret_addr);
-  block_view_t none = {.known = false};
+  block_view_t none = {0}; /* no record to show */
   report_bad_pointer(d, kind, p, &none, op, *here);
   return NULL;
 }
@@ -938,16 +936,11 @@ size_t debug_usable_size(debug_t *d, const void *p, uintptr_t ret_addr) {
   return size;
 }
 
-size_t debug_live_blocks(debug_t *d) {
+void debug_count_live(debug_t *d, size_t *blocks, size_t *bytes) {
   debug_stats_t st;
   debug_collect_stats(d, &st);
-  return st.live_blocks;
-}
-
-size_t debug_live_bytes(debug_t *d) {
-  debug_stats_t st;
-  debug_collect_stats(d, &st);
-  return st.live_bytes;
+  *blocks = st.live_blocks;
+  *bytes = st.live_bytes;
 }
 
 bool debug_owns(debug_t *d, const void *p) {
@@ -998,8 +991,7 @@ void debug_verify_quarantine(debug_t *d, const char *when) {
 void debug_destroy(debug_t *d, size_t *leaked_blocks, size_t *leaked_bytes) {
   quarantine_drain(d, 0);
   debug_verify_live(d, "gpa_deinit");
-  *leaked_blocks = debug_live_blocks(d);
-  *leaked_bytes = debug_live_bytes(d);
+  debug_count_live(d, leaked_blocks, leaked_bytes);
   if (d->config.leaks) debug_report_leaks(d, false);
   if (d->config.stats) debug_print_stats(d);
   state_unregister(d);

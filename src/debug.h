@@ -78,10 +78,8 @@ typedef struct debug_state {
   const void *owner;           /* the gpa_t it serves (NULL: malloc), for reports */
   int log_fd;                  /* where reports and logs go (see debug_log_fd) */
   uint64_t log_dev, log_ino;   /* what log_fd was when it was set */
-  /* Process-wide totals, kept only when the memory limit needs them or the
-   * statistics show peaks (shared counters are what threads would wait on
-   * most); the stripes keep their own shares always. */
-  bool totals;
+  /* Process-wide totals, kept only when debug_keeps_totals(); the stripes
+   * keep their own shares always. */
   _Atomic(size_t) live_bytes, live_blocks, peak_bytes, peak_blocks;
   _Atomic(uint64_t) failed_allocs;
   pthread_mutex_t lock;        /* the quarantine */
@@ -125,6 +123,13 @@ bool debug_resize(debug_t *d, void *p, size_t old_size, size_t new_size, uintptr
  * slack is guard bytes, not the program's). */
 size_t debug_usable_size(debug_t *d, const void *p, uintptr_t ret_addr);
 
+/* Whether the process-wide totals are kept: only when the memory limit
+ * needs them or the statistics show peaks (shared counters are what
+ * threads allocating at once would wait on most). */
+static inline bool debug_keeps_totals(const debug_t *d) {
+  return d->config.memory_limit != 0 || d->config.stats;
+}
+
 void debug_stripe_lock(debug_stripe_t *st);
 void debug_stripe_unlock(debug_stripe_t *st);
 /* Every stripe's lock, in order (reports that walk every live block). */
@@ -132,8 +137,9 @@ void debug_lock_all(debug_t *d);
 void debug_unlock_all(debug_t *d);
 void debug_collect_stats(debug_t *d, debug_stats_t *out);
 
-size_t debug_live_blocks(debug_t *d);
-size_t debug_live_bytes(debug_t *d);
+/* The program's live blocks and the bytes it asked for (quarantined blocks
+ * are freed). */
+void debug_count_live(debug_t *d, size_t *blocks, size_t *bytes);
 bool debug_owns(debug_t *d, const void *p);
 
 /* Check every live block's guard bytes; the first damaged one is reported

@@ -104,8 +104,8 @@ static const char *const state_titles[] = {
   [REACH_REACHABLE] = "Still reachable",
 };
 
-static void report_title(writer_t *w, const debug_t *d, size_t live, bool at_exit) {
-  writer_str(w, "gpa: leak report for ");
+/* Whose blocks a report is about: "malloc (process N)" or "the gpa_t at 0x...". */
+static void write_owner(writer_t *w, const debug_t *d) {
   if (d->owner == NULL) {
     writer_str(w, "malloc (process ");
     writer_dec(w, (uint64_t)getpid());
@@ -114,6 +114,11 @@ static void report_title(writer_t *w, const debug_t *d, size_t live, bool at_exi
     writer_str(w, "the gpa_t at ");
     writer_hex(w, (uintptr_t)d->owner);
   }
+}
+
+static void report_title(writer_t *w, const debug_t *d, size_t live, bool at_exit) {
+  writer_str(w, "gpa: leak report for ");
+  write_owner(w, d);
   writer_str(w, ": ");
   writer_dec(w, live);
   writer_str(w, at_exit ? " block(s) still live at exit\n" : " block(s) still live at gpa_deinit\n");
@@ -234,20 +239,13 @@ void debug_print_stats(debug_t *d) {
   writer_t w;
   writer_init(&w, debug_log_fd(d));
   writer_str(&w, "gpa: statistics for ");
-  if (d->owner == NULL) {
-    writer_str(&w, "malloc (process ");
-    writer_dec(&w, (uint64_t)getpid());
-    writer_char(&w, ')');
-  } else {
-    writer_str(&w, "the gpa_t at ");
-    writer_hex(&w, (uintptr_t)d->owner);
-  }
+  write_owner(&w, d);
   writer_str(&w, "\n  live now:     ");
   writer_dec(&w, st.live_bytes);
   writer_str(&w, " byte(s) in ");
   writer_dec(&w, st.live_blocks);
   writer_str(&w, " block(s)\n  peak:         ");
-  if (d->totals) {
+  if (debug_keeps_totals(d)) {
     writer_dec(&w, st.peak_bytes);
     writer_str(&w, " byte(s), ");
     writer_dec(&w, st.peak_blocks);
