@@ -4,9 +4,14 @@
  * and every report about a block (double and invalid frees, size
  * mismatches, overflows, writes after free).
  *
- * Locking: one mutex per state.  Stacks are captured before it is taken
- * (capturing may allocate once per thread) and reports are written after
- * it is released, so a report that ends in abort() never leaves it held.
+ * Locking: none on a block's way in and out.  Every operation is marked
+ * busy for the walks that look at every block (debug_pause.h); a free
+ * claims its block by swapping the record's magic, so of two threads that
+ * free one block at once, one reports the double free.  The quarantine
+ * has a mutex, the statistics' totals (stats=1) striped spinlocks.  Stacks
+ * are captured before any lock (capturing may allocate once per thread)
+ * and reports are written after it is released, so a report that ends in
+ * abort() never leaves one held.
  */
 #include "debug.h"
 
@@ -18,6 +23,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "debug_pause.h"
 #include "writer.h"
 #include "os.h"
 #include "size_class.h"
@@ -77,7 +83,7 @@ static _Atomic(bool) fork_hook_added;
  * holder is usually a few instructions from letting go. */
 #define STRIPE_SPINS_BEFORE_YIELD 64
 
-void debug_stripe_lock(debug_stripe_t *st) {
+static void stripe_lock(debug_stripe_t *st) {
   unsigned spins = 0;
   while (atomic_exchange_explicit(&st->held, 1, memory_order_acquire) != 0) {
     while (atomic_load_explicit(&st->held, memory_order_relaxed) != 0) {
@@ -89,28 +95,29 @@ void debug_stripe_lock(debug_stripe_t *st) {
   }
 }
 
-void debug_stripe_unlock(debug_stripe_t *st) { atomic_store_explicit(&st->held, 0, memory_order_release); }
+static void stripe_unlock(debug_stripe_t *st) { atomic_store_explicit(&st->held, 0, memory_order_release); }
 
-void debug_lock_all(debug_t *d) {
-  for (unsigned i = 0; i < DEBUG_STRIPES; i++) debug_stripe_lock(&d->stripes[i]);
+static void lock_all_stripes(debug_t *d) {
+  for (unsigned i = 0; i < DEBUG_STRIPES; i++) stripe_lock(&d->stripes[i]);
 }
 
-void debug_unlock_all(debug_t *d) {
-  for (unsigned i = DEBUG_STRIPES; i-- > 0;) debug_stripe_unlock(&d->stripes[i]);
+static void unlock_all_stripes(debug_t *d) {
+  for (unsigned i = DEBUG_STRIPES; i-- > 0;) stripe_unlock(&d->stripes[i]);
 }
 
-/* Lock order: the stripes, then the quarantine's lock. */
+/* Lock order: the pause (its own fork hook, run first), the stripes, then
+ * the quarantine's lock. */
 static void states_fork_prepare(void) {
   pthread_mutex_lock(&states_lock);
   for (debug_t *d = states; d != NULL; d = d->next_state) {
-    debug_lock_all(d);
+    lock_all_stripes(d);
     pthread_mutex_lock(&d->lock);
   }
 }
 static void states_fork_parent(void) {
   for (debug_t *d = states; d != NULL; d = d->next_state) {
     pthread_mutex_unlock(&d->lock);
-    debug_unlock_all(d);
+    unlock_all_stripes(d);
   }
   pthread_mutex_unlock(&states_lock);
 }
@@ -166,6 +173,7 @@ debug_t *debug_create(gpa_instance_t *inst, const gpa_debug_config_t *config, co
   d->owner = owner;
   debug_set_log(d, 2);
   pthread_mutex_init(&d->lock, NULL);
+  debug_pause_init(); /* first: its fork hook must run before the states' */
   /* The core's fork handlers take the states' locks too (registering our
    * own with pthread_atfork would allocate, perhaps inside an allocation
    * made by pthread_atfork itself). */
@@ -193,7 +201,7 @@ static void state_unregister(debug_t *d) {
 
 static uint16_t header_hash(const debug_header_t *h) {
   uint64_t x = h->size * 0x9E3779B97F4A7C15ull ^ h->seq ^ ((uint64_t)h->pad << 32) ^ h->slack ^
-               ((uint64_t)h->align_log2 << 56) ^ ((uint64_t)h->stripe << 48);
+               ((uint64_t)h->align_log2 << 56);
   x ^= x >> 29;
   x *= 0xBF58476D1CE4E5B9ull;
   x ^= x >> 32;
@@ -209,12 +217,10 @@ static unsigned stats_row(size_t size) {
   return size <= GPA_SMALL_MAX ? size_class_of(size) : DEBUG_STAT_ROWS - 1;
 }
 
-_Static_assert((DEBUG_STRIPES & (DEBUG_STRIPES - 1)) == 0 && DEBUG_STRIPES <= 256,
-               "a power of two that fits the record's byte");
+_Static_assert((DEBUG_STRIPES & (DEBUG_STRIPES - 1)) == 0, "a power of two");
 
-static debug_stripe_t *stripe_of(debug_t *d, const debug_header_t *h) {
-  return &d->stripes[h->stripe & (DEBUG_STRIPES - 1)];
-}
+/* The calling thread's stripe. */
+static debug_stripe_t *own_stripe(debug_t *d) { return &d->stripes[thread_number() & (DEBUG_STRIPES - 1)]; }
 
 static void raise_to(_Atomic(size_t) *peak, size_t value) {
   size_t seen = atomic_load_explicit(peak, memory_order_relaxed);
@@ -260,46 +266,45 @@ static void live_remove(debug_t *d, size_t size) {
   atomic_fetch_sub_explicit(&d->live_blocks, 1, memory_order_relaxed);
 }
 
-/* Under the stripe's lock. */
-static void stripe_link(debug_stripe_t *st, debug_header_t *h) {
-  h->prev = NULL;
-  h->next = st->live;
-  if (st->live != NULL) st->live->prev = h;
-  st->live = h;
-  st->live_bytes += h->size;
-  st->live_blocks++;
+/* The statistics' totals (stats=1): an allocation and a free. */
+static void count_alloc(debug_t *d, size_t size) {
+  if (!d->config.stats) return;
+  debug_stripe_t *st = own_stripe(d);
+  stripe_lock(st);
   st->allocs++;
-  st->bytes += h->size;
-  unsigned row = stats_row(h->size);
-  st->row_allocs[row]++;
-  st->row_live[row]++;
+  st->bytes += size;
+  st->row_allocs[stats_row(size)]++;
+  stripe_unlock(st);
 }
 
-static void stripe_unlink(debug_stripe_t *st, debug_header_t *h) {
-  if (h->prev != NULL) h->prev->next = h->next;
-  else st->live = h->next;
-  if (h->next != NULL) h->next->prev = h->prev;
-  st->live_bytes -= h->size;
-  st->live_blocks--;
+static void count_free(debug_t *d) {
+  if (!d->config.stats) return;
+  debug_stripe_t *st = own_stripe(d);
+  stripe_lock(st);
   st->frees++;
-  st->row_live[stats_row(h->size)]--;
+  stripe_unlock(st);
+}
+
+static void count_live_block(void *ctx, debug_header_t *h) {
+  debug_stats_t *out = ctx;
+  out->live_bytes += h->size;
+  out->live_blocks++;
+  out->row_live[stats_row(h->size)]++;
 }
 
 void debug_collect_stats(debug_t *d, debug_stats_t *out) {
   memset(out, 0, sizeof *out);
+  debug_pause_all();
+  debug_for_each_live(d, count_live_block, out);
+  debug_resume_all();
   for (unsigned i = 0; i < DEBUG_STRIPES; i++) {
     debug_stripe_t *st = &d->stripes[i];
-    debug_stripe_lock(st);
-    out->live_bytes += st->live_bytes;
-    out->live_blocks += st->live_blocks;
+    stripe_lock(st);
     out->total_allocs += st->allocs;
     out->total_frees += st->frees;
     out->total_bytes += st->bytes;
-    for (unsigned row = 0; row < DEBUG_STAT_ROWS; row++) {
-      out->row_allocs[row] += st->row_allocs[row];
-      out->row_live[row] += st->row_live[row];
-    }
-    debug_stripe_unlock(st);
+    for (unsigned row = 0; row < DEBUG_STAT_ROWS; row++) out->row_allocs[row] += st->row_allocs[row];
+    stripe_unlock(st);
   }
   out->peak_bytes = atomic_load(&d->peak_bytes);
   out->peak_blocks = atomic_load(&d->peak_blocks);
@@ -313,15 +318,22 @@ void debug_collect_stats(debug_t *d, debug_stats_t *out) {
 
 static _Atomic(bool) unwinder_primed;
 
-static stack_id_t capture_stack(const debug_t *d, uintptr_t ret_addr) {
+/* `entry_frame`: the frame address of the layer's entry point the program
+ * called (the stack's walk starts there when it can), or 0. */
+static stack_id_t capture_stack(const debug_t *d, uintptr_t ret_addr, uintptr_t entry_frame) {
   if (d->config.frames == 0 || tls_inside) return 0;
   uintptr_t frames[DEBUG_MAX_FRAMES];
   tls_inside = true;
-  if (d->config.exact_stacks && !atomic_load_explicit(&unwinder_primed, memory_order_acquire)) {
-    debug_stack_prime(); /* loads the unwinder, which allocates */
-    atomic_store_explicit(&unwinder_primed, true, memory_order_release);
+  unsigned n;
+  if (d->config.exact_stacks) {
+    if (!atomic_load_explicit(&unwinder_primed, memory_order_acquire)) {
+      debug_stack_prime(); /* loads the unwinder, which allocates */
+      atomic_store_explicit(&unwinder_primed, true, memory_order_release);
+    }
+    n = debug_stack_capture(frames, d->config.frames, ret_addr, true);
+  } else {
+    n = debug_stack_capture_from(frames, d->config.frames, ret_addr, entry_frame);
   }
-  unsigned n = debug_stack_capture(frames, d->config.frames, ret_addr, d->config.exact_stacks);
   stack_id_t id = debug_stack_save(frames, n);
   tls_inside = false;
   return id;
@@ -450,18 +462,35 @@ static find_result_t find_block(debug_t *d, const void *p, debug_header_t **out)
   return h->magic == DEBUG_MAGIC_LIVE ? FIND_LIVE : FIND_FREED;
 }
 
+#define CANARY_WORD (0x0101010101010101ull * DEBUG_CANARY_BYTE)
+
+/* Whether the guard bytes [user + size, user + guard_end) are intact, a
+ * word at a time.  The guard ends where the core block does, on a multiple
+ * of 16 from `user`; it starts anywhere, so the first word is read from the
+ * 8-byte boundary below (the program's own bytes, inside the block) with
+ * those bytes masked off. */
+static bool canary_intact(const uint8_t *user, size_t size, size_t guard_end) {
+  if (guard_end == size) return true;
+  uintptr_t at = (uintptr_t)(user + size) & ~(uintptr_t)7;
+  uintptr_t end = (uintptr_t)(user + guard_end);
+  uint64_t word;
+  memcpy(&word, (const void *)at, sizeof word);
+  unsigned program_bytes = (unsigned)((uintptr_t)(user + size) & 7); /* little-endian: the low ones */
+  if (((word ^ CANARY_WORD) & (~(uint64_t)0 << (8 * program_bytes))) != 0) return false;
+  for (at += sizeof word; at < end; at += sizeof word) {
+    memcpy(&word, (const void *)at, sizeof word);
+    if (word != CANARY_WORD) return false;
+  }
+  return true;
+}
+
 /* The first and one past the last guard byte that changed, relative to the
  * end of the program's bytes; false when all are intact. */
 static bool canary_damage(const uint8_t *user, size_t size, size_t guard_end, size_t *first, size_t *last) {
+  if (GPA_LIKELY(canary_intact(user, size, guard_end))) return false;
   const uint8_t *g = user + size;
   size_t n = guard_end - size;
   size_t i = 0;
-  /* Eight bytes at a time while they match (memcpy: any alignment). */
-  const uint64_t pattern = 0x0101010101010101ull * DEBUG_CANARY_BYTE;
-  for (uint64_t word; i + sizeof word <= n; i += sizeof word) {
-    memcpy(&word, g + i, sizeof word);
-    if (word != pattern) break;
-  }
   while (i < n && g[i] == DEBUG_CANARY_BYTE) i++;
   if (i == n) return false;
   size_t j = n;
@@ -719,7 +748,11 @@ static size_t core_block_size(const void *block, size_t total, size_t alignment)
   return block_find(block, &info) ? info.size : 0;
 }
 
-void *debug_alloc(debug_t *d, size_t size, size_t alignment, bool zero, uintptr_t ret_addr, const char *op) {
+/* The operations below run inside debug_op_begin/end (the public functions
+ * at the end of this section); they call each other freely. */
+
+static void *alloc_op(debug_t *d, size_t size, size_t alignment, bool zero, uintptr_t ret_addr,
+                      uintptr_t entry_frame, const char *op) {
   if (alignment < GPA_MIN_ALIGN) alignment = GPA_MIN_ALIGN;
   size_t pad = alignment > sizeof(debug_header_t) ? alignment : sizeof(debug_header_t);
   size_t total; /* a zero-size block still gets a byte, so its address lies inside its core block */
@@ -735,7 +768,7 @@ void *debug_alloc(debug_t *d, size_t size, size_t alignment, bool zero, uintptr_
     errno = ENOMEM;
     return NULL;
   }
-  stack_id_t stack = capture_stack(d, ret_addr);
+  stack_id_t stack = capture_stack(d, ret_addr, entry_frame);
   gpa_heap_t *heap = instance_thread_heap(d->inst);
   uint8_t *block = NULL;
   if (heap != NULL)
@@ -751,7 +784,6 @@ void *debug_alloc(debug_t *d, size_t size, size_t alignment, bool zero, uintptr_
   size_t slack = core_size - pad - size;
   h->size = size;
   h->seq = next_seq();
-  h->magic = DEBUG_MAGIC_LIVE;
   h->pad = (uint32_t)pad;
   h->alloc_stack = stack;
   h->free_stack = 0;
@@ -759,53 +791,39 @@ void *debug_alloc(debug_t *d, size_t size, size_t alignment, bool zero, uintptr_
   h->free_thread = 0;
   h->slack = slack < UINT32_MAX ? (uint32_t)slack : UINT32_MAX;
   h->align_log2 = (uint8_t)__builtin_ctzll(alignment);
-  h->stripe = (uint8_t)(thread_number() & (DEBUG_STRIPES - 1));
+  h->spare = 0;
   h->check = header_hash(h);
   uint8_t *user = block + pad;
   if (zero) memset(user, 0, size);
   else if (d->config.alloc_fill) memset(user, GPA_DEBUG_ALLOC_BYTE, size);
   if (d->config.canaries) memset(user + size, DEBUG_CANARY_BYTE, h->slack);
-
-  debug_stripe_t *st = stripe_of(d, h);
-  debug_stripe_lock(st);
-  stripe_link(st, h);
-  debug_stripe_unlock(st);
+  /* Last: the walks count a block once its record says live, and the
+   * pause orders this store before them. */
+  __atomic_store_n(&h->magic, DEBUG_MAGIC_LIVE, __ATOMIC_RELAXED);
+  count_alloc(d, size);
   if (d->config.verbose) log_event(d, op, size, user, true, ret_addr);
   return user;
 }
 
-/* `p`'s record, its stripe locked, when `p` is a live block's start.
- * Otherwise NULL, after reporting the misuse (when carrying on), or with
- * *plain set for a block of the plain instance. */
-static debug_header_t *lock_live_block(debug_t *d, void *p, const char *op, stack_id_t *here,
-                                       uintptr_t ret_addr, bool *plain) {
+/* `p`'s record when `p` is a live block's start.  Otherwise NULL, after
+ * reporting the misuse (when carrying on), or with *plain set for a block
+ * of the plain instance.  The block may still be freed by another thread
+ * meanwhile: a free claims it (claim_block). */
+static debug_header_t *find_live_block(debug_t *d, void *p, const char *op, stack_id_t *here, uintptr_t ret_addr,
+                                       bool *plain) {
   debug_header_t *h;
   find_result_t kind = find_block(d, p, &h);
   *plain = kind == FIND_PLAIN;
-  if (*plain) return NULL;
-  if (h != NULL) {
-    debug_stripe_t *st = stripe_of(d, h);
-    debug_stripe_lock(st);
-    /* Read again under the lock: another thread may have freed it since. */
-    if (kind == FIND_LIVE && h->magic == DEBUG_MAGIC_LIVE) return h;
-    if (kind == FIND_LIVE) kind = FIND_FREED;
-    block_view_t v = view_of(h);
-    debug_stripe_unlock(st);
-    if (*here == 0) *here = capture_stack(d, ret_addr);
-    report_bad_pointer(d, kind, p, &v, op, *here);
-    return NULL;
-  }
-  if (*here == 0) *here = capture_stack(d, ret_addr);
-  block_view_t none = {0}; /* no record to show */
-  report_bad_pointer(d, kind, p, &none, op, *here);
+  if (GPA_LIKELY(kind == FIND_LIVE) || *plain) return *plain ? NULL : h;
+  block_view_t v = {0}; /* no record to show */
+  if (h != NULL) v = view_of(h);
+  if (*here == 0) *here = capture_stack(d, ret_addr, 0);
+  report_bad_pointer(d, kind, p, &v, op, *here);
   return NULL;
 }
 
-static void unlock_block(debug_t *d, debug_header_t *h) { debug_stripe_unlock(stripe_of(d, h)); }
-
-/* Under the block's stripe lock: a size mismatch or damaged guard bytes,
- * reported (after unlocking) as found by `op`; true when all is well, the
- * lock still held. */
+/* A live block's size mismatch or damaged guard bytes, reported as found
+ * by `op`; true when all is well. */
 static bool block_checks_pass(debug_t *d, debug_header_t *h, bool sized, size_t size, const char *op,
                               stack_id_t *here, uintptr_t ret_addr) {
   size_t first, last;
@@ -813,48 +831,69 @@ static bool block_checks_pass(debug_t *d, debug_header_t *h, bool sized, size_t 
   bool overflow = !mismatch && d->config.canaries && canary_damage(header_user(h), h->size, guard_end_of(h), &first, &last);
   if (!mismatch && !overflow) return true;
   block_view_t v = view_of(h);
-  unlock_block(d, h);
-  if (*here == 0) *here = capture_stack(d, ret_addr);
+  if (*here == 0) *here = capture_stack(d, ret_addr, 0);
   if (mismatch) report_size_mismatch(d, &v, size, op, *here);
   else report_overflow(d, &v, first, last, op, *here);
   return false;
 }
 
-void debug_free(debug_t *d, void *p, bool sized, size_t size, uintptr_t ret_addr, const char *op) {
+/* PREFETCHW where the compiler may not assume it (x86-64's baseline lacks
+ * it; processors without it run the encoding as a no-op). */
+static inline void prefetch_for_write(const void *addr) {
+#if defined(__x86_64__)
+  __asm__ volatile("prefetchw %0" : : "m"(*(const char *)addr));
+#else
+  __builtin_prefetch(addr, 1);
+#endif
+}
+
+/* Take a live block out of use: true for the one thread whose swap found
+ * it live; any other (a double free racing the first) reports. */
+static bool claim_block(debug_t *d, debug_header_t *h, void *p, const char *op, stack_id_t *here,
+                        uintptr_t ret_addr) {
+  if (GPA_LIKELY(__atomic_exchange_n(&h->magic, DEBUG_MAGIC_FREED, __ATOMIC_ACQ_REL) == DEBUG_MAGIC_LIVE))
+    return true;
+  block_view_t v = view_of(h);
+  if (*here == 0) *here = capture_stack(d, ret_addr, 0);
+  report_bad_pointer(d, FIND_FREED, p, &v, op, *here);
+  return false;
+}
+
+static void free_op(debug_t *d, void *p, bool sized, size_t size, uintptr_t ret_addr, uintptr_t entry_frame,
+                    const char *op) {
   if (p == NULL) return;
+  /* The record is written to (claimed) below, often from a thread other
+   * than the one whose cache holds it: ask for the line to write now, so
+   * the claim's swap does not wait for it.  A pointer that is not ours
+   * costs nothing here (a prefetch never faults). */
+  prefetch_for_write((const uint8_t *)p - sizeof(debug_header_t));
   /* checks=0: no free stacks and no size checks; misuse found anyway is
    * still reported, with the stack taken then. */
-  stack_id_t here = d->config.checks ? capture_stack(d, ret_addr) : 0;
+  stack_id_t here = d->config.checks ? capture_stack(d, ret_addr, entry_frame) : 0;
   sized = sized && d->config.checks;
   bool plain;
-  debug_header_t *h = lock_live_block(d, p, op, &here, ret_addr, &plain);
+  debug_header_t *h = find_live_block(d, p, op, &here, ret_addr, &plain);
   if (h == NULL) {
     if (plain) plain_release(d, p);
     return;
   }
   if (!block_checks_pass(d, h, sized, size, op, &here, ret_addr)) return;
-  debug_stripe_t *st = stripe_of(d, h);
-  stripe_unlink(st, h);
-  h->magic = DEBUG_MAGIC_FREED;
+  if (!claim_block(d, h, p, op, &here, ret_addr)) return;
   h->free_stack = here;
   h->free_thread = thread_number();
   h->check = header_hash(h);
-  debug_stripe_unlock(st);
   live_remove(d, h->size);
+  count_free(d);
   if (d->config.verbose) log_event(d, op, h->size, p, false, ret_addr);
   if (d->config.free_fill) memset(p, GPA_DEBUG_FREE_BYTE, h->size);
   if (d->config.quarantine != 0) quarantine_push(d, h);
   else core_release(d, h);
 }
 
-/* Change a live block's size where it stands; under its stripe lock. */
-static void resize_locked(debug_t *d, debug_header_t *h, size_t new_size) {
-  debug_stripe_t *st = stripe_of(d, h);
+/* Change a live block's size where it stands. */
+static void resize_in_place(debug_t *d, debug_header_t *h, size_t new_size) {
   size_t old_size = h->size;
   size_t room = guard_end_of(h);
-  st->row_live[stats_row(old_size)]--;
-  st->row_live[stats_row(new_size)]++;
-  st->live_bytes += new_size - old_size; /* modulo 2^64 when shrinking */
   h->size = new_size;
   h->slack = (uint32_t)(room - new_size);
   h->check = header_hash(h);
@@ -869,15 +908,16 @@ static bool fits_in_place(const debug_t *d, const debug_header_t *h, size_t new_
   return new_size <= room && room - new_size >= guard_bytes(d) && new_size != 0;
 }
 
-void *debug_realloc(debug_t *d, void *p, size_t size, uintptr_t ret_addr, const char *op) {
-  if (p == NULL) return debug_alloc(d, size, GPA_MIN_ALIGN, false, ret_addr, op);
+static void *realloc_op(debug_t *d, void *p, size_t size, uintptr_t ret_addr, uintptr_t entry_frame,
+                        const char *op) {
+  if (p == NULL) return alloc_op(d, size, GPA_MIN_ALIGN, false, ret_addr, entry_frame, op);
   if (size == 0) { /* as glibc: free, and NULL */
-    debug_free(d, p, false, 0, ret_addr, op);
+    free_op(d, p, false, 0, ret_addr, entry_frame, op);
     return NULL;
   }
   stack_id_t here = 0;
   bool plain;
-  debug_header_t *h = lock_live_block(d, p, op, &here, ret_addr, &plain);
+  debug_header_t *h = find_live_block(d, p, op, &here, ret_addr, &plain);
   if (h == NULL && !plain) return NULL;
   size_t old_size;
   if (plain) {
@@ -890,88 +930,154 @@ void *debug_realloc(debug_t *d, void *p, size_t size, uintptr_t ret_addr, const 
      * always move, so a stale pointer to the old block shows up as a write
      * after free or a double free instead of working by luck. */
     if (d->config.quarantine == 0 && fits_in_place(d, h, size) && live_resize(d, old_size, size)) {
-      resize_locked(d, h, size);
-      unlock_block(d, h);
+      resize_in_place(d, h, size);
       return p;
     }
-    unlock_block(d, h);
   }
-  void *q = debug_alloc(d, size, GPA_MIN_ALIGN, false, ret_addr, op); /* realloc keeps malloc's alignment */
+  void *q = alloc_op(d, size, GPA_MIN_ALIGN, false, ret_addr, entry_frame, op); /* malloc's alignment */
   if (q == NULL) return NULL; /* the old block stays as it was */
   memcpy(q, p, old_size < size ? old_size : size);
   if (size > old_size && d->config.alloc_fill) memset((uint8_t *)q + old_size, GPA_DEBUG_ALLOC_BYTE, size - old_size);
   if (plain) plain_release(d, p);
-  else debug_free(d, p, false, 0, ret_addr, op);
+  else free_op(d, p, false, 0, ret_addr, entry_frame, op);
+  return q;
+}
+
+static bool resize_op(debug_t *d, void *p, size_t old_size, size_t new_size, uintptr_t ret_addr, const char *op) {
+  stack_id_t here = 0;
+  bool plain;
+  debug_header_t *h = find_live_block(d, p, op, &here, ret_addr, &plain);
+  if (h == NULL) return false;
+  if (!block_checks_pass(d, h, true, old_size, op, &here, ret_addr)) return false;
+  if (!fits_in_place(d, h, new_size) || !live_resize(d, old_size, new_size)) return false;
+  resize_in_place(d, h, new_size);
+  return true;
+}
+
+static size_t usable_size_op(debug_t *d, const void *p, uintptr_t ret_addr) {
+  if (p == NULL) return 0;
+  stack_id_t here = 0;
+  bool plain;
+  debug_header_t *h = find_live_block(d, (void *)p, "malloc_usable_size", &here, ret_addr, &plain);
+  if (plain) return gpa_core_usable_size(p);
+  return h != NULL ? h->size : 0;
+}
+
+/* The entry points: each marks its thread busy for the walks, and passes
+ * its own frame, where the stack's walk may start. */
+#define ENTRY_FRAME() ((uintptr_t)__builtin_frame_address(0))
+
+void *debug_alloc(debug_t *d, size_t size, size_t alignment, bool zero, uintptr_t ret_addr, const char *op) {
+  debug_thread_t *t = debug_op_begin();
+  void *p = alloc_op(d, size, alignment, zero, ret_addr, ENTRY_FRAME(), op);
+  debug_op_end(t);
+  return p;
+}
+
+void debug_free(debug_t *d, void *p, bool sized, size_t size, uintptr_t ret_addr, const char *op) {
+  debug_thread_t *t = debug_op_begin();
+  free_op(d, p, sized, size, ret_addr, ENTRY_FRAME(), op);
+  debug_op_end(t);
+}
+
+void *debug_realloc(debug_t *d, void *p, size_t size, uintptr_t ret_addr, const char *op) {
+  debug_thread_t *t = debug_op_begin();
+  void *q = realloc_op(d, p, size, ret_addr, ENTRY_FRAME(), op);
+  debug_op_end(t);
   return q;
 }
 
 bool debug_resize(debug_t *d, void *p, size_t old_size, size_t new_size, uintptr_t ret_addr, const char *op) {
-  stack_id_t here = 0;
-  bool plain;
-  debug_header_t *h = lock_live_block(d, p, op, &here, ret_addr, &plain);
-  if (h == NULL) return false;
-  if (!block_checks_pass(d, h, true, old_size, op, &here, ret_addr)) return false;
-  if (!fits_in_place(d, h, new_size)) {
-    unlock_block(d, h);
-    return false;
-  }
-  if (!live_resize(d, old_size, new_size)) {
-    unlock_block(d, h);
-    return false;
-  }
-  resize_locked(d, h, new_size);
-  unlock_block(d, h);
-  return true;
+  debug_thread_t *t = debug_op_begin();
+  bool done = resize_op(d, p, old_size, new_size, ret_addr, op);
+  debug_op_end(t);
+  return done;
 }
 
 size_t debug_usable_size(debug_t *d, const void *p, uintptr_t ret_addr) {
-  if (p == NULL) return 0;
-  stack_id_t here = 0;
-  bool plain;
-  debug_header_t *h = lock_live_block(d, (void *)p, "malloc_usable_size", &here, ret_addr, &plain);
-  if (plain) return gpa_core_usable_size(p);
-  if (h == NULL) return 0;
-  size_t size = h->size;
-  unlock_block(d, h);
+  debug_thread_t *t = debug_op_begin();
+  size_t size = usable_size_op(d, p, ret_addr);
+  debug_op_end(t);
   return size;
-}
-
-void debug_count_live(debug_t *d, size_t *blocks, size_t *bytes) {
-  debug_stats_t st;
-  debug_collect_stats(d, &st);
-  *blocks = st.live_blocks;
-  *bytes = st.live_bytes;
 }
 
 bool debug_owns(debug_t *d, const void *p) {
   debug_header_t *h;
-  if (find_block(d, p, &h) != FIND_LIVE) return false;
-  debug_stripe_t *st = stripe_of(d, h);
-  debug_stripe_lock(st);
-  bool live = h->magic == DEBUG_MAGIC_LIVE;
-  debug_stripe_unlock(st);
-  return live;
+  return find_block(d, p, &h) == FIND_LIVE;
+}
+
+bool debug_trim(debug_t *d) {
+  debug_thread_t *t = debug_op_begin();
+  bool released = instance_trim(d->inst);
+  debug_op_end(t);
+  return released;
+}
+
+/* ---- the walks ------------------------------------------------------------------------ */
+
+typedef struct live_walk {
+  debug_t *d;
+  debug_live_visit_fn visit;
+  void *ctx;
+} live_walk_t;
+
+/* A core block holds a live block of ours when its record says so. */
+static void visit_core_block(void *ctx, uint8_t *start, size_t size) {
+  live_walk_t *walk = ctx;
+  debug_header_t *h = (debug_header_t *)start;
+  if (size < sizeof *h || h->magic != DEBUG_MAGIC_LIVE || !header_intact(h, size)) return;
+  walk->visit(walk->ctx, h);
+}
+
+void debug_for_each_live(debug_t *d, debug_live_visit_fn visit, void *ctx) {
+  live_walk_t walk = {.d = d, .visit = visit, .ctx = ctx};
+  instance_for_each_block(d->inst, visit_core_block, &walk);
+}
+
+typedef struct live_count {
+  size_t blocks, bytes;
+} live_count_t;
+
+static void count_block(void *ctx, debug_header_t *h) {
+  live_count_t *c = ctx;
+  c->blocks++;
+  c->bytes += h->size;
+}
+
+void debug_count_live(debug_t *d, size_t *blocks, size_t *bytes) {
+  live_count_t c = {0};
+  debug_pause_all();
+  debug_for_each_live(d, count_block, &c);
+  debug_resume_all();
+  *blocks = c.blocks;
+  *bytes = c.bytes;
 }
 
 /* ---- the end ------------------------------------------------------------------------ */
+
+typedef struct overflow_search {
+  bool damaged;
+  size_t first, last;
+  block_view_t view;
+} overflow_search_t;
+
+static void check_guard(void *ctx, debug_header_t *h) {
+  overflow_search_t *s = ctx;
+  if (s->damaged) return;
+  s->damaged = canary_damage(header_user(h), h->size, guard_end_of(h), &s->first, &s->last);
+  if (s->damaged) s->view = view_of(h);
+}
 
 /* Verify every live block's guard bytes (deinit and exit): an overflow of a
  * block never freed is still an overflow.  The first damaged block is
  * reported. */
 void debug_verify_live(debug_t *d, const char *when) {
   if (!d->config.canaries) return;
-  block_view_t v;
-  size_t first = 0, last = 0;
-  bool damaged = false;
-  debug_lock_all(d);
-  for (unsigned i = 0; i < DEBUG_STRIPES && !damaged; i++) {
-    for (debug_header_t *h = d->stripes[i].live; h != NULL && !damaged; h = h->next) {
-      damaged = canary_damage(header_user(h), h->size, guard_end_of(h), &first, &last);
-      if (damaged) v = view_of(h);
-    }
-  }
-  debug_unlock_all(d);
-  if (damaged) report_overflow(d, &v, first, last, when, 0);
+  overflow_search_t search = {0};
+  debug_pause_all();
+  debug_for_each_live(d, check_guard, &search);
+  debug_resume_all();
+  if (search.damaged) report_overflow(d, &search.view, search.first, search.last, when, 0);
 }
 
 void debug_verify_quarantine(debug_t *d, const char *when) {

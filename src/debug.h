@@ -21,43 +21,40 @@
 #include "gpa.h"
 #include "internal.h"
 
-/* A block's record, just before the bytes the program gets.  The first two
- * words are the list links: the only part the core overwrites (with its
- * own free-list words) once a block goes back to it, so the rest (magic,
- * size, stacks) still tells a late double free what the block was. */
+/* A block's record, at the start of its core block, just before the bytes
+ * the program gets.  The first two words are the quarantine's links: the
+ * only part the core overwrites (with its own free-list words) once a
+ * block goes back to it, so the rest (magic, size, stacks) still tells a
+ * late double free what the block was.  There is no list of live blocks:
+ * the walks that need them find them in the core (debug_for_each_live). */
 typedef struct debug_header {
-  struct debug_header *next, *prev; /* live list or quarantine FIFO */
+  struct debug_header *next, *prev; /* quarantine FIFO */
   uint64_t size;                    /* bytes the program asked for */
   uint64_t seq;                     /* allocation number, process-wide */
-  uint32_t magic;                   /* DEBUG_MAGIC_LIVE or DEBUG_MAGIC_FREED */
+  uint32_t magic;                   /* DEBUG_MAGIC_LIVE or DEBUG_MAGIC_FREED; a free claims it atomically */
   uint32_t pad;                     /* from the core block's start to the program's bytes */
   stack_id_t alloc_stack, free_stack;
   uint32_t alloc_thread, free_thread;
   uint16_t check;                   /* a hash of the fields above and below: catches writes before the block */
   uint8_t align_log2;               /* the alignment asked for */
-  uint8_t stripe;                   /* which live list holds it: its allocating thread's */
+  uint8_t spare;                    /* keeps the record at 64 bytes */
   uint32_t slack;                   /* bytes after the program's up to the core block's end (capped) */
 } debug_header_t;
 
 /* A row per size class, one for large blocks. */
 #define DEBUG_STAT_ROWS (GPA_CLASS_COUNT + 1)
 
-/* The live blocks are kept in lists under striped locks, a block's stripe
- * chosen by the thread that allocated it: a thread's own allocations and
- * frees take a lock no other thread touches (no cache line moves between
- * cores), and a block freed by another thread usually comes from a thread
- * that has moved on.  64: a few times the threads a busy program runs, and
- * a power of two. */
+/* The totals of the statistics (stats=1 only) are counted in stripes
+ * under spinlocks, a thread's counts in the stripe of its number: its own
+ * lock, which no other thread touches while fewer than DEBUG_STRIPES
+ * threads run.  64: a few times the threads a busy program runs, and a
+ * power of two. */
 #define DEBUG_STRIPES 64
 
 typedef struct debug_stripe {
-  _Atomic(int) held;           /* a spinlock over everything below: held for a few instructions, except
-                                  by the reports that walk every block */
-  debug_header_t *live;        /* this stripe's live blocks, newest first */
-  size_t live_bytes, live_blocks; /* this stripe's share */
+  _Atomic(int) held;           /* a spinlock over the counts below */
   uint64_t allocs, frees, bytes;
   uint64_t row_allocs[DEBUG_STAT_ROWS];
-  uint64_t row_live[DEBUG_STAT_ROWS];
 } __attribute__((aligned(64))) debug_stripe_t;
 
 /* The figures of gpa_stats_print, summed over the stripes. */
@@ -78,8 +75,8 @@ typedef struct debug_state {
   const void *owner;           /* the gpa_t it serves (NULL: malloc), for reports */
   int log_fd;                  /* where reports and logs go (see debug_log_fd) */
   uint64_t log_dev, log_ino;   /* what log_fd was when it was set */
-  /* Process-wide totals, kept only when debug_keeps_totals(); the stripes
-   * keep their own shares always. */
+  /* Process-wide live and peak figures, kept only when debug_keeps_totals();
+   * the stripes' totals only with stats=1. */
   _Atomic(size_t) live_bytes, live_blocks, peak_bytes, peak_blocks;
   _Atomic(uint64_t) failed_allocs;
   pthread_mutex_t lock;        /* the quarantine */
@@ -130,17 +127,20 @@ static inline bool debug_keeps_totals(const debug_t *d) {
   return d->config.memory_limit != 0 || d->config.stats;
 }
 
-void debug_stripe_lock(debug_stripe_t *st);
-void debug_stripe_unlock(debug_stripe_t *st);
-/* Every stripe's lock, in order (reports that walk every live block). */
-void debug_lock_all(debug_t *d);
-void debug_unlock_all(debug_t *d);
 void debug_collect_stats(debug_t *d, debug_stats_t *out);
+
+/* Every live block's record, for the walks of the reports: call between
+ * debug_pause_all and debug_resume_all (debug_pause.h), so that no block
+ * is made or freed meanwhile. */
+typedef void (*debug_live_visit_fn)(void *ctx, debug_header_t *h);
+void debug_for_each_live(debug_t *d, debug_live_visit_fn visit, void *ctx);
 
 /* The program's live blocks and the bytes it asked for (quarantined blocks
  * are freed). */
 void debug_count_live(debug_t *d, size_t *blocks, size_t *bytes);
 bool debug_owns(debug_t *d, const void *p);
+/* malloc_trim in debug mode: the core's trim, kept apart from the walks. */
+bool debug_trim(debug_t *d);
 
 /* Check every live block's guard bytes; the first damaged one is reported
  * as an overflow found by `when`. */

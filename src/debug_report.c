@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include "debug.h"
+#include "debug_pause.h"
 #include "debug_reach.h"
 #include "writer.h"
 #include "os.h"
@@ -139,13 +140,32 @@ static void report_no_leaks(debug_t *d, size_t reachable_bytes, size_t reachable
   writer_flush(&w);
 }
 
+static void count_block(void *ctx, debug_header_t *h) {
+  (void)h;
+  ++*(size_t *)ctx;
+}
+
+typedef struct block_list {
+  reach_block_t *blocks;
+  size_t count, room;
+} block_list_t;
+
+static void list_block(void *ctx, debug_header_t *h) {
+  block_list_t *list = ctx;
+  if (list->count < list->room)
+    list->blocks[list->count++] =
+        (reach_block_t){.start = (uintptr_t)h + h->pad, .size = h->size, .group = h->alloc_stack};
+}
+
 size_t debug_report_leaks(debug_t *d, bool at_exit) {
-  debug_lock_all(d); /* held throughout: no block may go while it is scanned */
+  /* No block may be made or freed while the blocks are listed and the
+   * memory scanned; the report itself is written after resuming (dladdr
+   * takes the loader's lock, which a paused thread may hold). */
+  debug_pause_all();
   size_t n = 0;
-  for (unsigned i = 0; i < DEBUG_STRIPES; i++)
-    for (const debug_header_t *h = d->stripes[i].live; h != NULL; h = h->next) n++;
+  debug_for_each_live(d, count_block, &n);
   if (n == 0) {
-    debug_unlock_all(d);
+    debug_resume_all();
     if (at_exit) report_no_leaks(d, 0, 0);
     return 0;
   }
@@ -162,15 +182,15 @@ size_t debug_report_leaks(debug_t *d, bool at_exit) {
     writer_flush(&w);
     if (blocks != NULL) os_release(blocks, blocks_size);
     if (groups != NULL) os_release(groups, groups_size);
-    debug_unlock_all(d);
+    debug_resume_all();
     return n;
   }
-  size_t count = 0;
-  for (unsigned i = 0; i < DEBUG_STRIPES; i++)
-    for (debug_header_t *h = d->stripes[i].live; h != NULL && count < n; h = h->next)
-      blocks[count++] = (reach_block_t){.start = (uintptr_t)h + h->pad, .size = h->size, .group = h->alloc_stack};
+  block_list_t list = {.blocks = blocks, .room = n};
+  debug_for_each_live(d, list_block, &list);
+  size_t count = list.count;
   heap_sort(blocks, count, sizeof *blocks, by_address);
   if (at_exit) debug_reach_classify(blocks, count, in_allocator_memory, NULL, (uintptr_t)__builtin_frame_address(0));
+  debug_resume_all();
 
   heap_sort(blocks, count, sizeof *blocks, by_state_and_stack);
   size_t group_count = 0;
@@ -226,7 +246,6 @@ size_t debug_report_leaks(debug_t *d, bool at_exit) {
   }
   os_release(blocks, blocks_size);
   os_release(groups, groups_size);
-  debug_unlock_all(d);
   return leaked_blocks;
 }
 
@@ -254,18 +273,22 @@ void debug_print_stats(debug_t *d) {
     writer_str(&w, "not kept (stats=1 or limit= keeps it)");
   }
   writer_str(&w, "\n  total:        ");
-  writer_dec(&w, st.total_allocs);
-  writer_str(&w, " allocation(s) of ");
-  writer_dec(&w, st.total_bytes);
-  writer_str(&w, " byte(s), ");
-  writer_dec(&w, st.total_frees);
-  writer_str(&w, " free(s), ");
+  if (d->config.stats) {
+    writer_dec(&w, st.total_allocs);
+    writer_str(&w, " allocation(s) of ");
+    writer_dec(&w, st.total_bytes);
+    writer_str(&w, " byte(s), ");
+    writer_dec(&w, st.total_frees);
+    writer_str(&w, " free(s), ");
+  } else {
+    writer_str(&w, "not kept (stats=1 keeps it), ");
+  }
   writer_dec(&w, st.failed_allocs);
   writer_str(&w, " refused\n  quarantined:  ");
   writer_dec(&w, quarantined);
   writer_str(&w, " byte(s)\n  block size   allocations        live\n");
   for (unsigned row = 0; row < DEBUG_STAT_ROWS; row++) {
-    if (st.row_allocs[row] == 0) continue;
+    if (st.row_allocs[row] == 0 && st.row_live[row] == 0) continue;
     writer_str(&w, "  ");
     if (row < GPA_CLASS_COUNT) {
       writer_dec_padded(&w, size_class_block_size(row), 10);

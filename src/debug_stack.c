@@ -162,6 +162,26 @@ static uintptr_t find_entry_slot(uintptr_t from, uintptr_t hi, uintptr_t ret_add
   return 0;
 }
 
+/* Whether `next`, read from the record at `fp`, is believable as the next
+ * record up: above it, not too far, aligned, and inside the stack. */
+static bool next_record_ok(uintptr_t fp, uintptr_t next, uintptr_t hi) {
+  return next > fp && next - fp <= DEBUG_MAX_FRAME_STEP && next % sizeof(uintptr_t) == 0 &&
+         next <= hi - FRAME_RECORD_BYTES;
+}
+
+/* The program's frames above the record at `fp`, the entry point's (whose
+ * return address is frames[n - 1]), into frames[n..max). */
+static unsigned collect_program_frames(uintptr_t *frames, unsigned n, unsigned max, uintptr_t fp, uintptr_t hi) {
+  for (;;) {
+    uintptr_t next = ((const uintptr_t *)fp)[0];
+    if (!next_record_ok(fp, next, hi)) return n;
+    fp = next;
+    uintptr_t ret = ((const uintptr_t *)fp)[1];
+    if (ret == 0 || n == max) return n;
+    frames[n++] = ret;
+  }
+}
+
 /* Walks (saved frame pointer, return address) records upwards from `fp`,
  * debug_stack_capture's own record: everything this file keeps on the
  * stack (its copies of ret_addr included) lies below it.  Every record read
@@ -202,9 +222,7 @@ static unsigned capture_fast(uintptr_t *frames, unsigned max, uintptr_t ret_addr
         frames[n++] = ret;
       }
     }
-    if (next <= fp || next - fp > DEBUG_MAX_FRAME_STEP || next % sizeof(uintptr_t) != 0 ||
-        next > hi - FRAME_RECORD_BYTES)
-      break;
+    if (!next_record_ok(fp, next, hi)) break;
     fp = next;
   }
   return n;
@@ -239,6 +257,20 @@ unsigned debug_stack_capture(uintptr_t *frames, unsigned max, uintptr_t ret_addr
   if (max == 1) return 1;
   if (exact) return capture_exact(frames, max, ret_addr);
   return capture_fast(frames, max, ret_addr, (uintptr_t)__builtin_frame_address(0));
+}
+
+unsigned debug_stack_capture_from(uintptr_t *frames, unsigned max, uintptr_t ret_addr, uintptr_t entry_frame) {
+  if (max <= 1) return debug_stack_capture(frames, max, ret_addr, false);
+  uintptr_t here = (uintptr_t)__builtin_frame_address(0);
+  uintptr_t lo, hi;
+  stack_bounds(here, &lo, &hi);
+  if (entry_frame > here && entry_frame <= hi - FRAME_RECORD_BYTES && entry_frame % sizeof(uintptr_t) == 0 &&
+      ((const uintptr_t *)entry_frame)[1] == ret_addr) {
+    frames[0] = ret_addr;
+    return collect_program_frames(frames, 1, max, entry_frame, hi);
+  }
+  frames[0] = ret_addr;
+  return capture_fast(frames, max, ret_addr, here);
 }
 
 void debug_stack_prime(void) {

@@ -282,6 +282,14 @@ void heap_count_live(const gpa_heap_t *h, size_t *blocks, size_t *bytes) {
   }
 }
 
+void heap_for_each_block(const gpa_heap_t *h, gpa_block_visit_fn visit, void *ctx) {
+  for (unsigned cls = 0; cls <= GPA_CLASS_COUNT; cls++) {
+    const gpa_slab_queue_t *q = cls < GPA_CLASS_COUNT ? &h->queues[cls] : &h->full;
+    for (const gpa_slab_t *s = q->first; s != NULL; s = s->next)
+      for (uint32_t i = 0; i < s->capacity; i++) visit(ctx, s->start + (size_t)i * s->block_size, s->block_size);
+  }
+}
+
 /* ---- threads ----------------------------------------------------------- */
 
 gpa_heap_t *heap_for_thread(void) {

@@ -154,14 +154,46 @@ static gpa_instance_t *registry_find(uint64_t id) {
   return NULL;
 }
 
+/* Callbacks around a heap's release (instance_add_heap_exit_hook). */
+#define GPA_HEAP_EXIT_HOOKS 4
+static struct {
+  void (*before)(void), (*after)(void);
+} heap_exit_hooks[GPA_HEAP_EXIT_HOOKS];
+static _Atomic(size_t) heap_exit_hook_count;
+
+bool instance_add_heap_exit_hook(void (*before)(void), void (*after)(void)) {
+  size_t i = atomic_fetch_add(&heap_exit_hook_count, 1);
+  if (i >= GPA_HEAP_EXIT_HOOKS) return false;
+  heap_exit_hooks[i].before = before;
+  heap_exit_hooks[i].after = after; /* the slot counts once its last field is set: */
+  atomic_thread_fence(memory_order_release);
+  return true;
+}
+
+static size_t heap_exit_hooks_set(void) {
+  size_t n = atomic_load_explicit(&heap_exit_hook_count, memory_order_acquire);
+  return n < GPA_HEAP_EXIT_HOOKS ? n : GPA_HEAP_EXIT_HOOKS;
+}
+
+/* Before any lock is taken for the release: a hook may wait. */
+static void heap_exit_begin(void) {
+  for (size_t i = 0; i < heap_exit_hooks_set(); i++) heap_exit_hooks[i].before();
+}
+
+static void heap_exit_end(void) {
+  for (size_t i = heap_exit_hooks_set(); i-- > 0;) heap_exit_hooks[i].after();
+}
+
 /* Give a slot's heap back to its instance's pool if the instance is still
  * live (its deinit may have released it already), and empty the slot.  The
  * registry lock keeps deinit from releasing the heap meanwhile. */
 static void thread_slot_release(gpa_thread_heap_slot_t *slot) {
+  heap_exit_begin();
   pthread_mutex_lock(&registry_lock);
   gpa_instance_t *inst = registry_find(slot->id);
   if (inst != NULL && inst->thread_safe) heap_thread_exit(slot->heap); /* a single heap stays */
   pthread_mutex_unlock(&registry_lock);
+  heap_exit_end();
   slot->id = 0;
   slot->heap = NULL;
 }
@@ -225,6 +257,13 @@ void instance_count_live(gpa_instance_t *inst, size_t *blocks, size_t *bytes) {
   *bytes = total;
 }
 
+void instance_for_each_block(gpa_instance_t *inst, gpa_block_visit_fn visit, void *ctx) {
+  instance_lock(inst);
+  for (gpa_heap_t *h = inst->all_heaps; h != NULL; h = h->next_all) heap_for_each_block(h, visit, ctx);
+  large_for_each_block(inst, visit, ctx);
+  instance_unlock(inst);
+}
+
 /* Deinit: count what is still live, then give every byte the instance holds
  * back to the kernel.  No thread may use the instance meanwhile. */
 void instance_destroy(gpa_instance_t *inst, size_t *live_blocks, size_t *live_bytes) {
@@ -267,7 +306,9 @@ static pthread_key_t thread_exit_key;
 static _Atomic(int) process_init_state; /* 0 not started, 1 running, 2 done */
 
 static void on_thread_exit(void *value) {
+  heap_exit_begin();
   heap_thread_exit((gpa_heap_t *)value);
+  heap_exit_end();
 }
 
 /* Locks of the layers above, taken before the core's (they never hold

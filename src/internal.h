@@ -263,6 +263,12 @@ gpa_instance_t *instance_create_early(bool thread_safe);
 /* Functions fork() calls for a layer above the core's locks: prepare before
  * the core's, parent and child after.  False when the few slots are taken. */
 bool instance_add_fork_hook(void (*prepare)(void), void (*parent)(void), void (*child)(void));
+/* Functions called around each heap's release by its thread (at thread
+ * exit, or when the thread's slot goes to another instance), which may
+ * give segments back: a layer that walks an instance's blocks
+ * (instance_for_each_block) holds its walks off meanwhile.  False when the
+ * few slots are taken. */
+bool instance_add_heap_exit_hook(void (*before)(void), void (*after)(void));
 void instance_destroy(gpa_instance_t *inst, size_t *live_blocks, size_t *live_bytes);
 void instance_count_live(gpa_instance_t *inst, size_t *blocks, size_t *bytes);
 void instance_ensure_process_init(void);
@@ -293,6 +299,17 @@ typedef struct gpa_block_info {
   bool looks_free;
 } gpa_block_info_t;
 bool block_find(const void *p, gpa_block_info_t *out);
+
+/* Every block an instance has carved, handed out or free, small and large:
+ * `visit` gets each block's start and usable size.  The caller keeps every
+ * thread from allocating or freeing in the instance meanwhile (the walk
+ * holds only the instance's lock); the debug layer finds its live blocks
+ * this way instead of keeping a list. */
+typedef void (*gpa_block_visit_fn)(void *ctx, uint8_t *start, size_t size);
+void instance_for_each_block(gpa_instance_t *inst, gpa_block_visit_fn visit, void *ctx);
+void heap_for_each_block(const gpa_heap_t *h, gpa_block_visit_fn visit, void *ctx);
+/* Under the instance's lock: its live large and over-aligned blocks. */
+void large_for_each_block(gpa_instance_t *inst, gpa_block_visit_fn visit, void *ctx);
 
 /* The usable size of a block known to be ours. */
 size_t block_usable_size(gpa_segment_t *seg, const void *p);

@@ -8,6 +8,7 @@
 #include <string.h>
 #include <sys/auxv.h>
 #include <sys/mman.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 static size_t page_size_cached;
@@ -202,4 +203,33 @@ void os_write_all(int fd, const char *buf, size_t len) {
     len -= (size_t)n;
   }
   errno = saved;
+}
+
+/* ---- barriers on every thread -------------------------------------------- */
+
+/* linux/membarrier.h's commands, spelt out: the header is not everywhere
+ * the C library's headers are. */
+#define OS_MEMBARRIER_CMD_PRIVATE_EXPEDITED (1 << 3)
+#define OS_MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED (1 << 4)
+
+bool os_barrier_register(void) {
+#ifdef SYS_membarrier
+  int saved = errno;
+  bool ok = syscall(SYS_membarrier, OS_MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED, 0, 0) == 0;
+  errno = saved;
+  return ok;
+#else
+  return false;
+#endif
+}
+
+bool os_barrier_all_threads(void) {
+#ifdef SYS_membarrier
+  int saved = errno;
+  bool ok = syscall(SYS_membarrier, OS_MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0, 0) == 0;
+  errno = saved;
+  return ok;
+#else
+  return false;
+#endif
 }

@@ -51,6 +51,15 @@ void *os_remap_aligned(void *addr, size_t old_size, size_t new_size, size_t alig
  * afterwards.  Works on ranges made of several mappings. */
 void os_move_pages(void *from, size_t size, void *to);
 
+/* A full memory barrier on every running thread of the process, so a
+ * thread that pays only a compiler barrier on its hot path still orders
+ * its stores before its loads with respect to the caller (membarrier(2),
+ * MEMBARRIER_CMD_PRIVATE_EXPEDITED).  os_barrier_register is called once
+ * first (and again in a fork child); false when the kernel lacks the
+ * command, and then os_barrier_all_threads must not be relied on. */
+bool os_barrier_register(void);
+bool os_barrier_all_threads(void);
+
 /* A secret random word from the kernel (AT_RANDOM), for free-list keys. */
 uintptr_t os_random_word(void);
 

@@ -168,7 +168,8 @@ static gpa_instance_t *family_instance(void) {
 
 GPA_EXPORT int malloc_trim(size_t pad) {
   (void)pad; /* no top-of-heap to keep padded: every free page can go */
-  return instance_trim(family_instance()) ? 1 : 0;
+  if (GPA_UNLIKELY(debug_malloc_active())) return debug_trim(gpa_debug_malloc) ? 1 : 0;
+  return instance_trim(&gpa_default_instance) ? 1 : 0;
 }
 
 static size_t clamp_int(size_t v) { return v > INT_MAX ? INT_MAX : v; }

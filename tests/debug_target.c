@@ -13,6 +13,9 @@
  *     print-leak   prints a line to stdout (buffered), leaks one block
  *     fork         threads allocating while the main thread forks; the child
  *                  allocates and exits
+ *     threads-exit 16 short-lived threads, each leaking one 48-byte block in
+ *                  leak_in_thread, while two others go on allocating and
+ *                  freeing through the exit report
  */
 #include <pthread.h>
 #include <stdio.h>
@@ -81,10 +84,41 @@ NOINLINE void free_second(void *p) {
 static void *churn(void *arg) {
   volatile int *stop = arg;
   while (!*stop) {
-    void *p = malloc(64);
+    char *p = malloc(64);
+    *(volatile char *)p = 1; /* keeps the pair from being optimised away */
     free(p);
   }
   return NULL;
+}
+
+/* The block's only pointer is dropped when this returns, and its frame
+ * scrubbed by the caller: the thread's stack is reused by the next. */
+NOINLINE void leak_in_thread(void) {
+  void *volatile p = malloc(48);
+  (void)p;
+  BARRIER();
+}
+
+static void *leaking_thread(void *arg) {
+  (void)arg;
+  leak_in_thread();
+  scrub_stack();
+  return NULL;
+}
+
+/* Threads that end (their heaps go back to the pool) and threads that are
+ * still allocating when main returns: the report at exit waits for their
+ * calls under way, holds back their next ones, and must find the leaks of
+ * the threads that ended. */
+static void leak_in_threads_then_exit(void) {
+  static volatile int never_stop = 0;
+  pthread_t churner[2];
+  for (int i = 0; i < 2; i++) pthread_create(&churner[i], NULL, churn, (void *)&never_stop);
+  for (int i = 0; i < 16; i++) {
+    pthread_t t;
+    pthread_create(&t, NULL, leaking_thread, NULL);
+    pthread_join(t, NULL);
+  }
 }
 
 static int fork_while_allocating(void) {
@@ -133,6 +167,8 @@ int main(int argc, char **argv) {
     printf("the program's own output");
     alloc_here(48);
     scrub_stack();
+  } else if (strcmp(mode, "threads-exit") == 0) {
+    leak_in_threads_then_exit();
   } else if (strcmp(mode, "fork") == 0) {
     int failures = fork_while_allocating();
     printf("fork children failed: %d\n", failures);

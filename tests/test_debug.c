@@ -13,6 +13,7 @@
 #include <cmocka.h>
 
 #include <fcntl.h>
+#include <pthread.h>
 #include <stdlib.h>
 
 #include "child_support.h"
@@ -479,6 +480,105 @@ static void test_verbose_log_and_statistics(void **state) {
   assert_report_has(&out, parts, sizeof parts / sizeof parts[0]);
 }
 
+/* Without stats=1 the live figures still come (from the blocks
+ * themselves), the totals are said not to be kept, and the table's rows
+ * show the live blocks. */
+void stats_unkept_child(void *arg) {
+  (void)arg;
+  gpa_t gpa;
+  gpa_allocator_t a = debug_instance(&gpa, debug_config());
+  void *p = gpa_raw_alloc(a, 24, 0);
+  void *q = gpa_raw_alloc(a, 100, 0);
+  void *big = gpa_raw_alloc(a, 300000, 0); /* a large block */
+  gpa_raw_free(a, p, 24, 0);
+  gpa_stats_print(&gpa);
+  gpa_raw_free(a, q, 100, 0);
+  gpa_raw_free(a, big, 300000, 0);
+  gpa_deinit(&gpa);
+}
+
+static void test_statistics_without_stats_count_live_blocks(void **state) {
+  (void)state;
+  outcome_t out;
+  run_child(stats_unkept_child, NULL, &out);
+  assert_true(WIFEXITED(out.status));
+  assert_int_equal(WEXITSTATUS(out.status), 0);
+  const char *parts[] = {"live now:     300100 byte(s) in 2 block(s)", "peak:         not kept",
+                         "total:        not kept (stats=1 keeps it), 0 refused", "     large             0           1"};
+  assert_report_has(&out, parts, sizeof parts / sizeof parts[0]);
+}
+
+/* ---- threads: counts and leaks while other threads allocate ------------------ */
+
+#define WORKERS 4
+#define WORKER_ROUNDS 20000
+#define WORKER_KEEPS 10 /* blocks each worker leaves live, of 40 bytes */
+
+typedef struct worker_arg {
+  gpa_allocator_t a;
+  volatile int *started;
+} worker_arg_t;
+
+NOINLINE void *worker_keeps_some(void *arg) {
+  worker_arg_t *w = arg;
+  __atomic_add_fetch(w->started, 1, __ATOMIC_SEQ_CST);
+  for (int i = 0; i < WORKER_ROUNDS; i++) {
+    size_t n = (size_t)(i % 700) + 1;
+    void *p = gpa_raw_alloc(w->a, n, 0);
+    if (p == NULL) return (void *)1;
+    gpa_raw_free(w->a, p, n, 0);
+  }
+  for (int i = 0; i < WORKER_KEEPS; i++)
+    if (gpa_raw_alloc(w->a, 40, 0) == NULL) return (void *)1;
+  return NULL;
+}
+
+/* gpa_live_count walks every block while workers allocate and free (each
+ * walk waits for their calls under way and holds back the next); once they
+ * have ended, the count and the leaks at deinit are exact. */
+void threads_child(void *arg) {
+  (void)arg;
+  gpa_t gpa;
+  gpa_config_t c = debug_config();
+  c.debug.leaks = true;
+  gpa_allocator_t a = debug_instance(&gpa, c);
+  void *mine = gpa_raw_alloc(a, 1000, 0);
+  volatile int started = 0;
+  worker_arg_t w = {.a = a, .started = &started};
+  pthread_t t[WORKERS];
+  for (int i = 0; i < WORKERS; i++) pthread_create(&t[i], NULL, worker_keeps_some, &w);
+  size_t walks = 0, most = 0;
+  while (started < WORKERS) sched_yield();
+  for (; walks < 200; walks++) {
+    size_t live = gpa_live_count(&gpa); /* mine, at most one in flight per worker, and kept ones */
+    if (live > most) most = live;
+    if (live < 1 || live > 1 + WORKERS * (WORKER_KEEPS + 1)) _exit(10);
+  }
+  for (int i = 0; i < WORKERS; i++) {
+    void *failed;
+    pthread_join(t[i], &failed);
+    if (failed != NULL) _exit(11);
+  }
+  if (gpa_live_count(&gpa) != 1 + WORKERS * WORKER_KEEPS) _exit(12);
+  if (gpa_live_bytes(&gpa) != 1000 + WORKERS * WORKER_KEEPS * 40) _exit(13);
+  gpa_raw_free(a, mine, 1000, 0);
+  gpa_status_t r = gpa_deinit(&gpa);
+  if (r != GPA_LEAK || gpa.leaked_blocks != WORKERS * WORKER_KEEPS || gpa.leaked_bytes != WORKERS * WORKER_KEEPS * 40)
+    _exit(14);
+  _exit(0);
+}
+
+static void test_counts_and_leaks_with_threads(void **state) {
+  (void)state;
+  outcome_t out;
+  run_child(threads_child, NULL, &out);
+  print_message("child stderr:\n%s", out.err);
+  assert_true(WIFEXITED(out.status));
+  assert_int_equal(WEXITSTATUS(out.status), 0);
+  assert_non_null(strstr(out.err, "Direct leak of 1600 byte(s) in 40 object(s) allocated from:"));
+  assert_non_null(strstr(out.err, "in worker_keeps_some+"));
+}
+
 /* A report releases the layer's lock before abort(): a SIGABRT handler
  * that allocates does not deadlock. */
 static gpa_allocator_t handler_allocator;
@@ -531,6 +631,8 @@ int main(void) {
     cmocka_unit_test(test_memory_limit_refuses_with_enomem),
     cmocka_unit_test(test_continue_on_error_reports_and_goes_on),
     cmocka_unit_test(test_verbose_log_and_statistics),
+    cmocka_unit_test(test_statistics_without_stats_count_live_blocks),
+    cmocka_unit_test(test_counts_and_leaks_with_threads),
     cmocka_unit_test(test_abort_handler_may_allocate),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);

@@ -49,10 +49,29 @@ unsigned stack_test_hooked(uintptr_t *out, unsigned max, bool own_buffer);
 unsigned stack_test_hooked_outer(uintptr_t *out, unsigned max, bool own_buffer);
 void stack_test_on_foreign_stack(void);
 
+/* How stack_test_entry captures when not exact: as debug_stack_capture, or
+ * through debug_stack_capture_from given its own frame (as the debug
+ * layer's entry points do) or a frame that is not the entry's record. */
+enum { ENTRY_FIND_LIBRARY_FRAMES, ENTRY_OWN_FRAME, ENTRY_WRONG_FRAME, ENTRY_MADE_UP_RECORDS };
+/* ENTRY_MADE_UP_RECORDS: two frame records on the stack, the first holding
+ * ret_addr, the second this return address and the end of the chain. */
+#define MADE_UP_RETURN ((uintptr_t)0xabc0)
+static int entry_mode = ENTRY_FIND_LIBRARY_FRAMES;
+
 /* Stands in for the allocator's entry point: ret_addr is the return address
  * of the call into it. */
 __attribute__((noipa)) unsigned stack_test_entry(uintptr_t *frames, unsigned max, bool exact) {
-  unsigned n = debug_stack_capture(frames, max, (uintptr_t)__builtin_return_address(0), exact);
+  uintptr_t ret_addr = (uintptr_t)__builtin_return_address(0);
+  uintptr_t own = (uintptr_t)__builtin_frame_address(0);
+  unsigned n;
+  volatile uintptr_t records[4] = {0, ret_addr, 0, MADE_UP_RETURN};
+  records[0] = (uintptr_t)&records[2];
+  if (exact || entry_mode == ENTRY_FIND_LIBRARY_FRAMES)
+    n = debug_stack_capture(frames, max, ret_addr, exact);
+  else if (entry_mode == ENTRY_MADE_UP_RECORDS)
+    n = debug_stack_capture_from(frames, max, ret_addr, (uintptr_t)&records[0]);
+  else /* the wrong one: the caller's frame, whose record holds another return address */
+    n = debug_stack_capture_from(frames, max, ret_addr, entry_mode == ENTRY_OWN_FRAME ? own : *(uintptr_t *)own);
   BARRIER();
   return n;
 }
@@ -338,6 +357,40 @@ static void test_fast_capture_names_nested_functions(void **state) {
 static void test_fast_capture_from_entry_without_frame_pointer(void **state) {
   (void)state;
   check_nested_capture(false, false);
+}
+
+/* Started at the entry point's own frame record, or told a wrong one: the
+ * same names, and the same frames as the walk that finds the library's
+ * frames itself. */
+static void test_fast_capture_from_entry_frame(void **state) {
+  (void)state;
+  uintptr_t found[DEBUG_MAX_FRAMES], from[DEBUG_MAX_FRAMES], wrong[DEBUG_MAX_FRAMES];
+  entry_mode = ENTRY_OWN_FRAME;
+  check_nested_capture(false, true);
+  entry_mode = ENTRY_WRONG_FRAME;
+  check_nested_capture(false, true);
+  entry_mode = ENTRY_FIND_LIBRARY_FRAMES;
+  unsigned n_found = stack_test_outer(found, DEBUG_MAX_FRAMES, false, true);
+  entry_mode = ENTRY_OWN_FRAME;
+  unsigned n_from = stack_test_outer(from, DEBUG_MAX_FRAMES, false, true);
+  entry_mode = ENTRY_WRONG_FRAME;
+  unsigned n_wrong = stack_test_outer(wrong, DEBUG_MAX_FRAMES, false, true);
+  entry_mode = ENTRY_FIND_LIBRARY_FRAMES;
+  assert_int_equal(n_from, n_found);
+  assert_int_equal(n_wrong, n_found);
+  /* Below this function: its three call sites differ. */
+  assert_memory_equal(from, found, 3 * sizeof(uintptr_t));
+  assert_memory_equal(wrong, found, 3 * sizeof(uintptr_t));
+  /* The walk starts at the record it is given. */
+  entry_mode = ENTRY_MADE_UP_RECORDS;
+  assert_int_equal(stack_test_outer(from, DEBUG_MAX_FRAMES, false, true), 2);
+  assert_int_equal(from[0], found[0]);
+  assert_int_equal(from[1], MADE_UP_RETURN);
+  /* Cut at max as the other walk is. */
+  entry_mode = ENTRY_OWN_FRAME;
+  assert_int_equal(stack_test_outer(from, 2, false, true), 2);
+  assert_int_equal(stack_test_outer(from, 1, false, true), 1);
+  entry_mode = ENTRY_FIND_LIBRARY_FRAMES;
 }
 
 static void test_exact_capture_names_nested_functions(void **state) {
@@ -711,6 +764,7 @@ int main(void) {
     cmocka_unit_test(test_capture_starts_at_ret_addr),
     cmocka_unit_test(test_fast_capture_names_nested_functions),
     cmocka_unit_test(test_fast_capture_from_entry_without_frame_pointer),
+    cmocka_unit_test(test_fast_capture_from_entry_frame),
     cmocka_unit_test(test_exact_capture_names_nested_functions),
     cmocka_unit_test(test_garbage_frame_pointer),
     cmocka_unit_test(test_stale_copies_of_ret_addr),
