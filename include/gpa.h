@@ -197,7 +197,7 @@ typedef struct gpa_debug_config {
                              the quarantine, so writes after free are caught */
   size_t memory_limit;    /* live bytes past which allocations fail with ENOMEM (0: no limit) */
   bool verbose;           /* log every allocation and free with its size and caller */
-  bool stats;             /* print statistics at gpa_deinit (at exit for malloc) */
+  bool stats;             /* keep peaks and totals, print statistics at gpa_deinit (at exit for malloc) */
   const char *log_path;   /* reports go to this file (appended), NULL: standard error */
   int leak_exitcode;      /* malloc only: exit status when the exit report finds leaks (0: unchanged) */
   bool continue_on_error; /* report misuse and carry on (the block is left alone) instead of aborting */
@@ -279,7 +279,8 @@ bool gpa_owns(gpa_t *gpa, const void *ptr);
 
 /* Write `gpa`'s statistics (NULL: malloc's) as a table to the debug log
  * (standard error unless log_path says otherwise): current and peak bytes
- * and blocks, totals, and counts per size class.  Instances without the
+ * and blocks, totals, and counts per size class (peaks and totals only
+ * when debug.stats or a memory limit keeps them).  Instances without the
  * debug layer print what the core keeps (mapped and live bytes). */
 void gpa_stats_print(gpa_t *gpa);
 

@@ -320,7 +320,7 @@ static _Atomic(bool) unwinder_primed;
 
 /* `entry_frame`: the frame address of the layer's entry point the program
  * called (the stack's walk starts there when it can), or 0. */
-static stack_id_t capture_stack(const debug_t *d, uintptr_t ret_addr, uintptr_t entry_frame) {
+static inline stack_id_t capture_stack(const debug_t *d, uintptr_t ret_addr, uintptr_t entry_frame) {
   if (d->config.frames == 0 || tls_inside) return 0;
   uintptr_t frames[DEBUG_MAX_FRAMES];
   tls_inside = true;
@@ -423,7 +423,7 @@ static bool header_intact(const debug_header_t *h, size_t core_size) {
 
 /* The common case without a division: a block aligned to at most the
  * record's size has its record right before it, at a core block's start. */
-static debug_header_t *record_before(debug_t *d, const void *p) {
+static inline debug_header_t *record_before(debug_t *d, const void *p) {
   gpa_segment_t *seg = segment_of(p);
   uintptr_t offset = (uintptr_t)p & GPA_SEGMENT_MASK;
   if (!segmap_contains(seg) || seg->instance != d->inst || offset < sizeof(debug_header_t)) return NULL;
@@ -805,16 +805,14 @@ static void *alloc_op(debug_t *d, size_t size, size_t alignment, bool zero, uint
   return user;
 }
 
-/* `p`'s record when `p` is a live block's start.  Otherwise NULL, after
- * reporting the misuse (when carrying on), or with *plain set for a block
- * of the plain instance.  The block may still be freed by another thread
- * meanwhile: a free claims it (claim_block). */
-static debug_header_t *find_live_block(debug_t *d, void *p, const char *op, stack_id_t *here, uintptr_t ret_addr,
-                                       bool *plain) {
+/* find_live_block's answer for anything but a live block of ours with its
+ * record right before it. */
+static GPA_NOINLINE debug_header_t *find_live_block_slow(debug_t *d, void *p, const char *op, stack_id_t *here,
+                                                         uintptr_t ret_addr, bool *plain) {
   debug_header_t *h;
   find_result_t kind = find_block(d, p, &h);
   *plain = kind == FIND_PLAIN;
-  if (GPA_LIKELY(kind == FIND_LIVE) || *plain) return *plain ? NULL : h;
+  if (kind == FIND_LIVE || *plain) return *plain ? NULL : h;
   block_view_t v = {0}; /* no record to show */
   if (h != NULL) v = view_of(h);
   if (*here == 0) *here = capture_stack(d, ret_addr, 0);
@@ -822,14 +820,26 @@ static debug_header_t *find_live_block(debug_t *d, void *p, const char *op, stac
   return NULL;
 }
 
-/* A live block's size mismatch or damaged guard bytes, reported as found
- * by `op`; true when all is well. */
-static bool block_checks_pass(debug_t *d, debug_header_t *h, bool sized, size_t size, const char *op,
-                              stack_id_t *here, uintptr_t ret_addr) {
-  size_t first, last;
+/* `p`'s record when `p` is a live block's start.  Otherwise NULL, after
+ * reporting the misuse (when carrying on), or with *plain set for a block
+ * of the plain instance.  The block may still be freed by another thread
+ * meanwhile: a free claims it (claim_block). */
+static inline debug_header_t *find_live_block(debug_t *d, void *p, const char *op, stack_id_t *here,
+                                              uintptr_t ret_addr, bool *plain) {
+  debug_header_t *h = record_before(d, p);
+  if (GPA_LIKELY(h != NULL && h->magic == DEBUG_MAGIC_LIVE)) {
+    *plain = false;
+    return h;
+  }
+  return find_live_block_slow(d, p, op, here, ret_addr, plain);
+}
+
+/* block_checks_pass found something: report it. */
+static GPA_NOINLINE bool block_checks_fail(debug_t *d, debug_header_t *h, bool sized, size_t size, const char *op,
+                                           stack_id_t *here, uintptr_t ret_addr) {
+  size_t first = 0, last = 0;
   bool mismatch = sized && size != h->size;
-  bool overflow = !mismatch && d->config.canaries && canary_damage(header_user(h), h->size, guard_end_of(h), &first, &last);
-  if (!mismatch && !overflow) return true;
+  if (!mismatch && !canary_damage(header_user(h), h->size, guard_end_of(h), &first, &last)) return true;
   block_view_t v = view_of(h);
   if (*here == 0) *here = capture_stack(d, ret_addr, 0);
   if (mismatch) report_size_mismatch(d, &v, size, op, *here);
@@ -837,14 +847,14 @@ static bool block_checks_pass(debug_t *d, debug_header_t *h, bool sized, size_t 
   return false;
 }
 
-/* PREFETCHW where the compiler may not assume it (x86-64's baseline lacks
- * it; processors without it run the encoding as a no-op). */
-static inline void prefetch_for_write(const void *addr) {
-#if defined(__x86_64__)
-  __asm__ volatile("prefetchw %0" : : "m"(*(const char *)addr));
-#else
-  __builtin_prefetch(addr, 1);
-#endif
+/* A live block's size mismatch or damaged guard bytes, reported as found
+ * by `op`; true when all is well. */
+static inline bool block_checks_pass(debug_t *d, debug_header_t *h, bool sized, size_t size, const char *op,
+                                     stack_id_t *here, uintptr_t ret_addr) {
+  if (GPA_LIKELY((!sized || size == h->size) &&
+                 (!d->config.canaries || canary_intact(header_user(h), h->size, guard_end_of(h)))))
+    return true;
+  return block_checks_fail(d, h, sized, size, op, here, ret_addr);
 }
 
 /* Take a live block out of use: true for the one thread whose swap found
@@ -862,11 +872,6 @@ static bool claim_block(debug_t *d, debug_header_t *h, void *p, const char *op, 
 static void free_op(debug_t *d, void *p, bool sized, size_t size, uintptr_t ret_addr, uintptr_t entry_frame,
                     const char *op) {
   if (p == NULL) return;
-  /* The record is written to (claimed) below, often from a thread other
-   * than the one whose cache holds it: ask for the line to write now, so
-   * the claim's swap does not wait for it.  A pointer that is not ours
-   * costs nothing here (a prefetch never faults). */
-  prefetch_for_write((const uint8_t *)p - sizeof(debug_header_t));
   /* checks=0: no free stacks and no size checks; misuse found anyway is
    * still reported, with the stack taken then. */
   stack_id_t here = d->config.checks ? capture_stack(d, ret_addr, entry_frame) : 0;
@@ -879,9 +884,8 @@ static void free_op(debug_t *d, void *p, bool sized, size_t size, uintptr_t ret_
   }
   if (!block_checks_pass(d, h, sized, size, op, &here, ret_addr)) return;
   if (!claim_block(d, h, p, op, &here, ret_addr)) return;
-  h->free_stack = here;
+  h->free_stack = here; /* the check covers neither this nor the thread */
   h->free_thread = thread_number();
-  h->check = header_hash(h);
   live_remove(d, h->size);
   count_free(d);
   if (d->config.verbose) log_event(d, op, h->size, p, false, ret_addr);

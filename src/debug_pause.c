@@ -11,7 +11,7 @@
 #include "os.h"
 
 __thread debug_thread_t *debug_tls_thread __attribute__((tls_model("initial-exec")));
-_Atomic(int) debug_pause_asked;
+_Atomic(uint32_t) debug_pause_asked;
 bool debug_pause_fenced;
 
 /* Set while this thread holds the pause: its own operations (none are
@@ -93,12 +93,19 @@ debug_thread_t *debug_thread_claim(void) {
 
 /* ---- operations and walkers ---------------------------------------------------- */
 
+/* A pause lasts as long as a walk over every block and, at exit, a scan of
+ * the process's memory: after a short spin, waiters sleep (on a 2-core
+ * machine spinning threads would slow the walker they wait for). */
+#define PAUSE_SPINS_BEFORE_SLEEP 256
+
 void debug_op_wait(debug_thread_t *t) {
   if (tls_holds_pause) return;
-  unsigned spins = 0;
   for (;;) {
     atomic_fetch_sub_explicit(&t->busy, 1, memory_order_release);
-    while (atomic_load_explicit(&debug_pause_asked, memory_order_acquire) != 0) spin_once(&spins);
+    for (unsigned spins = 0; atomic_load_explicit(&debug_pause_asked, memory_order_acquire) != 0;) {
+      if (spins < PAUSE_SPINS_BEFORE_SLEEP) spin_once(&spins);
+      else os_wait_while_equal(&debug_pause_asked, 1);
+    }
     atomic_fetch_add(&t->busy, 1); /* rare, so a full fence is fine here */
     if (atomic_load(&debug_pause_asked) == 0) return;
   }
@@ -121,7 +128,8 @@ void debug_pause_all(void) {
 }
 
 void debug_resume_all(void) {
-  atomic_store_explicit(&debug_pause_asked, 0, memory_order_release);
+  atomic_store(&debug_pause_asked, 0);
+  os_wake_all(&debug_pause_asked);
   tls_holds_pause = false;
   pthread_mutex_unlock(&pause_lock);
 }

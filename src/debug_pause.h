@@ -30,7 +30,7 @@ typedef struct debug_thread {
 } __attribute__((aligned(64))) debug_thread_t;
 
 extern __thread debug_thread_t *debug_tls_thread __attribute__((tls_model("initial-exec")));
-extern _Atomic(int) debug_pause_asked;
+extern _Atomic(uint32_t) debug_pause_asked;
 /* No barrier on all threads: each operation fences itself (set once, while
  * a single thread runs). */
 extern bool debug_pause_fenced;

@@ -421,12 +421,9 @@ static void recent_put(uint64_t hash, stack_id_t id) {
   atomic_store_explicit(&recent[hash & (RECENT_SLOTS - 1)], word, memory_order_relaxed);
 }
 
-stack_id_t debug_stack_save(const uintptr_t *frames, unsigned n) {
-  if (n == 0) return 0;
-  if (n > DEBUG_MAX_FRAMES) n = DEBUG_MAX_FRAMES;
-  uint64_t hash = stack_hash(frames, n);
-  stack_id_t seen = recent_find(hash);
-  if (seen != 0) return seen;
+/* The stack's id when the recent table does not have it: from the depot,
+ * adding the stack if it is new. */
+static __attribute__((noinline)) stack_id_t depot_save(const uintptr_t *frames, unsigned n, uint64_t hash) {
   size_t empty = 0;
   uint64_t *slots = atomic_load_explicit(&depot.slots, memory_order_acquire);
   if (slots != NULL) {
@@ -459,6 +456,15 @@ out:
   depot_unlock();
   if (id != 0) recent_put(hash, id);
   return id;
+}
+
+stack_id_t debug_stack_save(const uintptr_t *frames, unsigned n) {
+  if (n == 0) return 0;
+  if (n > DEBUG_MAX_FRAMES) n = DEBUG_MAX_FRAMES;
+  uint64_t hash = stack_hash(frames, n);
+  stack_id_t seen = recent_find(hash);
+  if (__builtin_expect(seen != 0, 1)) return seen;
+  return depot_save(frames, n, hash);
 }
 
 bool debug_stack_owns(uintptr_t addr, uintptr_t *end) {

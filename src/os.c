@@ -8,6 +8,7 @@
 #include <string.h>
 #include <sys/auxv.h>
 #include <sys/mman.h>
+#include <linux/futex.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -232,4 +233,18 @@ bool os_barrier_all_threads(void) {
 #else
   return false;
 #endif
+}
+
+/* ---- sleeping on a word ---------------------------------------------------- */
+
+void os_wait_while_equal(const _Atomic(uint32_t) *addr, uint32_t expected) {
+  int saved = errno;
+  syscall(SYS_futex, addr, FUTEX_WAIT_PRIVATE, expected, NULL, NULL, 0);
+  errno = saved;
+}
+
+void os_wake_all(const _Atomic(uint32_t) *addr) {
+  int saved = errno;
+  syscall(SYS_futex, addr, FUTEX_WAKE_PRIVATE, INT32_MAX, NULL, NULL, 0);
+  errno = saved;
 }

@@ -8,6 +8,7 @@
 #ifndef GPA_OS_H
 #define GPA_OS_H
 
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -59,6 +60,12 @@ void os_move_pages(void *from, size_t size, void *to);
  * command, and then os_barrier_all_threads must not be relied on. */
 bool os_barrier_register(void);
 bool os_barrier_all_threads(void);
+
+/* Sleep while the 32-bit word at `addr` holds `expected` (or until a wake
+ * or a signal: callers check again), and wake every such sleeper: a futex
+ * private to the process. */
+void os_wait_while_equal(const _Atomic(uint32_t) *addr, uint32_t expected);
+void os_wake_all(const _Atomic(uint32_t) *addr);
 
 /* A secret random word from the kernel (AT_RANDOM), for free-list keys. */
 uintptr_t os_random_word(void);
