@@ -320,21 +320,20 @@ static _Atomic(bool) unwinder_primed;
 
 /* `entry_frame`: the frame address of the layer's entry point the program
  * called (the stack's walk starts there when it can), or 0. */
+static GPA_NOINLINE stack_id_t capture_exact_stack(const debug_t *d, uintptr_t ret_addr) {
+  uintptr_t frames[DEBUG_MAX_FRAMES];
+  if (!atomic_load_explicit(&unwinder_primed, memory_order_acquire)) {
+    debug_stack_prime(); /* loads the unwinder, which allocates */
+    atomic_store_explicit(&unwinder_primed, true, memory_order_release);
+  }
+  return debug_stack_save(frames, debug_stack_capture(frames, d->config.frames, ret_addr, true));
+}
+
 static inline stack_id_t capture_stack(const debug_t *d, uintptr_t ret_addr, uintptr_t entry_frame) {
   if (d->config.frames == 0 || tls_inside) return 0;
-  uintptr_t frames[DEBUG_MAX_FRAMES];
   tls_inside = true;
-  unsigned n;
-  if (d->config.exact_stacks) {
-    if (!atomic_load_explicit(&unwinder_primed, memory_order_acquire)) {
-      debug_stack_prime(); /* loads the unwinder, which allocates */
-      atomic_store_explicit(&unwinder_primed, true, memory_order_release);
-    }
-    n = debug_stack_capture(frames, d->config.frames, ret_addr, true);
-  } else {
-    n = debug_stack_capture_from(frames, d->config.frames, ret_addr, entry_frame);
-  }
-  stack_id_t id = debug_stack_save(frames, n);
+  stack_id_t id = d->config.exact_stacks ? capture_exact_stack(d, ret_addr)
+                                         : debug_stack_capture_id(d->config.frames, ret_addr, entry_frame);
   tls_inside = false;
   return id;
 }

@@ -92,23 +92,27 @@ static __thread uintptr_t thread_stack_hi __attribute__((tls_model("initial-exec
  * sure to be mapped (the stack's end above it is unknown, and reading past
  * a stack's top faults), so the walk keeps to that page: short stacks, never
  * a fault. */
-static void stack_bounds(uintptr_t here, uintptr_t *lo, uintptr_t *hi) {
-  if (thread_stack_hi == 0) {
-    thread_stack_hi = STACK_BOUNDS_UNKNOWN;
-    pthread_attr_t attr;
-    if (pthread_getattr_np(pthread_self(), &attr) == 0) {
-      void *addr;
-      size_t size;
-      if (pthread_attr_getstack(&attr, &addr, &size) == 0 && size != 0) {
-        thread_stack_lo = (uintptr_t)addr;
-        thread_stack_hi = (uintptr_t)addr + size;
-      }
-      pthread_attr_destroy(&attr);
+/* The first capture in a thread: look its stack up. */
+static __attribute__((noinline)) void stack_bounds_lookup(void) {
+  thread_stack_hi = STACK_BOUNDS_UNKNOWN;
+  pthread_attr_t attr;
+  if (pthread_getattr_np(pthread_self(), &attr) == 0) {
+    void *addr;
+    size_t size;
+    if (pthread_attr_getstack(&attr, &addr, &size) == 0 && size != 0) {
+      thread_stack_lo = (uintptr_t)addr;
+      thread_stack_hi = (uintptr_t)addr + size;
     }
+    pthread_attr_destroy(&attr);
   }
-  if (thread_stack_hi != STACK_BOUNDS_UNKNOWN) {
+}
+
+static inline void stack_bounds(uintptr_t here, uintptr_t *lo, uintptr_t *hi) {
+  if (__builtin_expect(thread_stack_hi == 0, 0)) stack_bounds_lookup();
+  uintptr_t known_hi = thread_stack_hi;
+  if (__builtin_expect(known_hi != STACK_BOUNDS_UNKNOWN, 1)) {
     *lo = thread_stack_lo;
-    *hi = thread_stack_hi;
+    *hi = known_hi;
     return;
   }
   uintptr_t page = os_page_size();
@@ -259,13 +263,19 @@ unsigned debug_stack_capture(uintptr_t *frames, unsigned max, uintptr_t ret_addr
   return capture_fast(frames, max, ret_addr, (uintptr_t)__builtin_frame_address(0));
 }
 
+/* Whether `entry_frame` is a frame record above `here`, inside the stack,
+ * that holds ret_addr: the entry point's own. */
+static bool entry_record_ok(uintptr_t here, uintptr_t hi, uintptr_t ret_addr, uintptr_t entry_frame) {
+  return entry_frame > here && entry_frame <= hi - FRAME_RECORD_BYTES && entry_frame % sizeof(uintptr_t) == 0 &&
+         ((const uintptr_t *)entry_frame)[1] == ret_addr;
+}
+
 unsigned debug_stack_capture_from(uintptr_t *frames, unsigned max, uintptr_t ret_addr, uintptr_t entry_frame) {
   if (max <= 1) return debug_stack_capture(frames, max, ret_addr, false);
   uintptr_t here = (uintptr_t)__builtin_frame_address(0);
   uintptr_t lo, hi;
   stack_bounds(here, &lo, &hi);
-  if (entry_frame > here && entry_frame <= hi - FRAME_RECORD_BYTES && entry_frame % sizeof(uintptr_t) == 0 &&
-      ((const uintptr_t *)entry_frame)[1] == ret_addr) {
+  if (entry_record_ok(here, hi, ret_addr, entry_frame)) {
     frames[0] = ret_addr;
     return collect_program_frames(frames, 1, max, entry_frame, hi);
   }
@@ -317,16 +327,23 @@ static struct {
   size_t chunk_words_left;
 } depot = { .lock = ATOMIC_FLAG_INIT };
 
-static uint64_t stack_hash(const uintptr_t *frames, unsigned n) {
-  uint64_t h = n;
-  for (unsigned i = 0; i < n; i++) {
-    h = (h ^ frames[i]) * HASH_MUL_A;
-    h ^= h >> 31;
-  }
+/* A stack's hash, a frame at a time, so a walk can hash as it goes. */
+static inline uint64_t hash_step(uint64_t h, uintptr_t frame) {
+  h = (h ^ frame) * HASH_MUL_A;
+  return h ^ (h >> 31);
+}
+
+static inline uint64_t hash_finish(uint64_t h, unsigned n) {
+  h ^= n;
   h ^= h >> 30;
   h *= HASH_MUL_B;
-  h ^= h >> 31;
-  return h;
+  return h ^ (h >> 31);
+}
+
+static uint64_t stack_hash(const uintptr_t *frames, unsigned n) {
+  uint64_t h = 0;
+  for (unsigned i = 0; i < n; i++) h = hash_step(h, frames[i]);
+  return hash_finish(h, n);
 }
 
 /* A loop, not memcmp: stacks are a few words, and this runs on every
@@ -462,6 +479,34 @@ stack_id_t debug_stack_save(const uintptr_t *frames, unsigned n) {
   if (n == 0) return 0;
   if (n > DEBUG_MAX_FRAMES) n = DEBUG_MAX_FRAMES;
   uint64_t hash = stack_hash(frames, n);
+  stack_id_t seen = recent_find(hash);
+  if (__builtin_expect(seen != 0, 1)) return seen;
+  return depot_save(frames, n, hash);
+}
+
+stack_id_t debug_stack_capture_id(unsigned max, uintptr_t ret_addr, uintptr_t entry_frame) {
+  uintptr_t frames[DEBUG_MAX_FRAMES];
+  if (max > DEBUG_MAX_FRAMES) max = DEBUG_MAX_FRAMES;
+  if (max <= 1) return debug_stack_save(frames, debug_stack_capture(frames, max, ret_addr, false));
+  uintptr_t here = (uintptr_t)__builtin_frame_address(0);
+  uintptr_t lo, hi;
+  stack_bounds(here, &lo, &hi);
+  frames[0] = ret_addr; /* capture_fast's walk skips the buffer, so this copy cannot mislead it */
+  if (!entry_record_ok(here, hi, ret_addr, entry_frame))
+    return debug_stack_save(frames, capture_fast(frames, max, ret_addr, here));
+  /* collect_program_frames, hashing each frame as it is read. */
+  unsigned n = 1;
+  uint64_t h = hash_step(0, ret_addr);
+  for (uintptr_t fp = entry_frame;;) {
+    uintptr_t next = ((const uintptr_t *)fp)[0];
+    if (!next_record_ok(fp, next, hi)) break;
+    fp = next;
+    uintptr_t ret = ((const uintptr_t *)fp)[1];
+    if (ret == 0 || n == max) break;
+    frames[n++] = ret;
+    h = hash_step(h, ret);
+  }
+  uint64_t hash = hash_finish(h, n);
   stack_id_t seen = recent_find(hash);
   if (__builtin_expect(seen != 0, 1)) return seen;
   return depot_save(frames, n, hash);

@@ -47,6 +47,11 @@ unsigned debug_stack_capture(uintptr_t *frames, unsigned max, uintptr_t ret_addr
  * library's frames apart; otherwise it is debug_stack_capture's. */
 unsigned debug_stack_capture_from(uintptr_t *frames, unsigned max, uintptr_t ret_addr, uintptr_t entry_frame);
 
+/* debug_stack_capture_from then debug_stack_save, in one pass (the frames
+ * hashed as they are read): the id of the current stack, 0 when max is 0
+ * or the depot cannot grow. */
+stack_id_t debug_stack_capture_id(unsigned max, uintptr_t ret_addr, uintptr_t entry_frame);
+
 /* The id of this stack in the depot, adding it if new; 0 when n == 0 or
  * the depot cannot grow.  Thread-safe and lock-free for stacks already in
  * it.  Adding takes a spinlock, held for a copy of at most

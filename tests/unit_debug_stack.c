@@ -52,7 +52,12 @@ void stack_test_on_foreign_stack(void);
 /* How stack_test_entry captures when not exact: as debug_stack_capture, or
  * through debug_stack_capture_from given its own frame (as the debug
  * layer's entry points do) or a frame that is not the entry's record. */
-enum { ENTRY_FIND_LIBRARY_FRAMES, ENTRY_OWN_FRAME, ENTRY_WRONG_FRAME, ENTRY_MADE_UP_RECORDS };
+enum {
+  ENTRY_FIND_LIBRARY_FRAMES, ENTRY_OWN_FRAME, ENTRY_WRONG_FRAME, ENTRY_MADE_UP_RECORDS,
+  /* debug_stack_capture_id with the own or a wrong frame, the frames then
+   * loaded from the depot */
+  ENTRY_ID_OWN_FRAME, ENTRY_ID_WRONG_FRAME,
+};
 /* ENTRY_MADE_UP_RECORDS: two frame records on the stack, the first holding
  * ret_addr, the second this return address and the end of the chain. */
 #define MADE_UP_RETURN ((uintptr_t)0xabc0)
@@ -70,6 +75,12 @@ __attribute__((noipa)) unsigned stack_test_entry(uintptr_t *frames, unsigned max
     n = debug_stack_capture(frames, max, ret_addr, exact);
   else if (entry_mode == ENTRY_MADE_UP_RECORDS)
     n = debug_stack_capture_from(frames, max, ret_addr, (uintptr_t)&records[0]);
+  else if (entry_mode == ENTRY_ID_OWN_FRAME || entry_mode == ENTRY_ID_WRONG_FRAME) {
+    stack_id_t id = debug_stack_capture_id(max, ret_addr, entry_mode == ENTRY_ID_OWN_FRAME ? own : *(uintptr_t *)own);
+    const uintptr_t *saved;
+    n = debug_stack_load(id, &saved);
+    memcpy(frames, saved, n * sizeof *saved);
+  }
   else /* the wrong one: the caller's frame, whose record holds another return address */
     n = debug_stack_capture_from(frames, max, ret_addr, entry_mode == ENTRY_OWN_FRAME ? own : *(uintptr_t *)own);
   BARRIER();
@@ -381,6 +392,15 @@ static void test_fast_capture_from_entry_frame(void **state) {
   /* Below this function: its three call sites differ. */
   assert_memory_equal(from, found, 3 * sizeof(uintptr_t));
   assert_memory_equal(wrong, found, 3 * sizeof(uintptr_t));
+  /* In one pass with the depot: the same frames. */
+  uintptr_t by_id[DEBUG_MAX_FRAMES];
+  for (int mode = ENTRY_ID_OWN_FRAME; mode <= ENTRY_ID_WRONG_FRAME; mode++) {
+    entry_mode = mode;
+    check_nested_capture(false, true);
+    assert_int_equal(stack_test_outer(by_id, DEBUG_MAX_FRAMES, false, true), n_found);
+    assert_memory_equal(by_id, found, 3 * sizeof(uintptr_t));
+    assert_int_equal(stack_test_outer(by_id, 2, false, true), 2);
+  }
   /* The walk starts at the record it is given. */
   entry_mode = ENTRY_MADE_UP_RECORDS;
   assert_int_equal(stack_test_outer(from, DEBUG_MAX_FRAMES, false, true), 2);
