@@ -308,7 +308,8 @@ bool block_find(const void *p, gpa_block_info_t *out);
 typedef void (*gpa_block_visit_fn)(void *ctx, uint8_t *start, size_t size);
 void instance_for_each_block(gpa_instance_t *inst, gpa_block_visit_fn visit, void *ctx);
 void heap_for_each_block(const gpa_heap_t *h, gpa_block_visit_fn visit, void *ctx);
-/* Under the instance's lock: its live large and over-aligned blocks. */
+/* Under the instance's lock: its live large and over-aligned blocks (none
+ * for the process instance, which keeps no list of them). */
 void large_for_each_block(gpa_instance_t *inst, gpa_block_visit_fn visit, void *ctx);
 
 /* The usable size of a block known to be ours. */

@@ -391,8 +391,6 @@ bool large_resize_in_place(gpa_segment_t *seg, size_t size) {
   return true;
 }
 
-/* Deinit of an explicit instance: unmap its live large blocks, over-aligned
- * ones included, and its cache. */
 void large_for_each_block(gpa_instance_t *inst, gpa_block_visit_fn visit, void *ctx) {
   for (gpa_segment_t *seg = inst->large_live; seg != NULL; seg = seg->next)
     visit(ctx, seg->large_ptr, block_usable_size(seg, seg->large_ptr));
@@ -402,6 +400,8 @@ void large_for_each_block(gpa_instance_t *inst, gpa_block_visit_fn visit, void *
   }
 }
 
+/* Deinit of an explicit instance: unmap its live large blocks, over-aligned
+ * ones included, and its cache. */
 void large_release_all(gpa_instance_t *inst) {
   for (gpa_segment_t *seg = inst->large_live, *next; seg != NULL; seg = next) {
     next = seg->next;
