@@ -2,7 +2,9 @@
  * debug_reach.h: which unfreed blocks the program can still reach.  A
  * conservative scan, as leak checkers do it: every word of the roots (all
  * readable, writable private mappings of the process: modules' data and
- * bss, thread stacks, TLS, memory the program mapped itself), then of every
+ * bss, thread stacks, TLS, memory the program mapped itself, and so the
+ * other threads' registers once debug_threads_stop has copied them into
+ * such a mapping), then of every
  * block reached, is taken for a pointer if it lands inside a block.
  */
 #ifndef GPA_DEBUG_REACH_H

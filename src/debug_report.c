@@ -10,6 +10,7 @@
 #include "debug.h"
 #include "debug_pause.h"
 #include "debug_reach.h"
+#include "debug_threads.h"
 #include "writer.h"
 #include "os.h"
 #include "size_class.h"
@@ -189,7 +190,12 @@ size_t debug_report_leaks(debug_t *d, bool at_exit) {
   debug_for_each_live(d, list_block, &list);
   size_t count = list.count;
   heap_sort(blocks, count, sizeof *blocks, by_address);
-  if (at_exit) debug_reach_classify(blocks, count, in_allocator_memory, NULL, (uintptr_t)__builtin_frame_address(0));
+  if (at_exit) {
+    /* The other threads' registers are roots too: held still meanwhile. */
+    debug_threads_stop();
+    debug_reach_classify(blocks, count, in_allocator_memory, NULL, (uintptr_t)__builtin_frame_address(0));
+    debug_threads_resume();
+  }
   debug_resume_all();
 
   heap_sort(blocks, count, sizeof *blocks, by_state_and_stack);

@@ -16,8 +16,11 @@
  *     threads-exit 16 short-lived threads, each leaking one 48-byte block in
  *                  leak_in_thread, while two others go on allocating and
  *                  freeing through the exit report
+ *     register     a thread still running at exit holds its block's only
+ *                  pointer in a register (r15): not a leak
  */
 #include <pthread.h>
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -121,6 +124,39 @@ static void leak_in_threads_then_exit(void) {
   }
 }
 
+/* Set by hold_in_register once its block's only pointer is in r15. */
+volatile int held_in_register_ready;
+void *hold_in_register(void *arg);
+
+/* A thread that mallocs 48 bytes, keeps the pointer in r15 alone (the dead
+ * stack below it zeroed, where malloc's frames left copies), says so, and
+ * spins until the process exits. */
+__asm__(".pushsection .text\n"
+        ".globl hold_in_register\n"
+        ".type hold_in_register, @function\n"
+        "hold_in_register:\n"
+        "  push %r15\n" /* the stack aligned for the call */
+        "  mov $48, %edi\n"
+        "  call malloc@PLT\n"
+        "  mov %rax, %r15\n"
+        "  xor %eax, %eax\n"
+        "  lea -16384(%rsp), %rdi\n"
+        "  mov $2048, %ecx\n"
+        "  rep stosq\n"
+        "  movl $1, held_in_register_ready(%rip)\n"
+        "1:\n"
+        "  pause\n"
+        "  jmp 1b\n"
+        ".size hold_in_register, .-hold_in_register\n"
+        ".popsection\n");
+
+static void block_held_in_a_register(void) {
+  pthread_t t;
+  pthread_create(&t, NULL, hold_in_register, NULL);
+  while (!held_in_register_ready) sched_yield();
+  scrub_stack();
+}
+
 static int fork_while_allocating(void) {
   pthread_t t[2];
   volatile int stop = 0;
@@ -167,6 +203,8 @@ int main(int argc, char **argv) {
     printf("the program's own output");
     alloc_here(48);
     scrub_stack();
+  } else if (strcmp(mode, "register") == 0) {
+    block_held_in_a_register();
   } else if (strcmp(mode, "threads-exit") == 0) {
     leak_in_threads_then_exit();
   } else if (strcmp(mode, "fork") == 0) {
