@@ -7,6 +7,7 @@
  */
 #include <errno.h>
 #include <pthread.h>
+#include <sched.h>
 #include <string.h>
 
 #include "internal.h"
@@ -154,26 +155,46 @@ static gpa_instance_t *registry_find(uint64_t id) {
   return NULL;
 }
 
+/* ---- hooks of the layers above ------------------------------------------
+ * Small tables of callbacks (fork, heap exits).  A slot is claimed, filled,
+ * and only then counted, in the order claimed, so a reader never calls one
+ * half set; registering takes no lock (it may happen inside malloc). */
+
+typedef struct hook_count {
+  _Atomic(size_t) claimed, published;
+} hook_count_t;
+
+static bool hook_claim(hook_count_t *c, size_t max, size_t *slot) {
+  size_t i = atomic_fetch_add(&c->claimed, 1);
+  if (i >= max) return false;
+  *slot = i;
+  return true;
+}
+
+static void hook_publish(hook_count_t *c, size_t slot) {
+  while (atomic_load_explicit(&c->published, memory_order_acquire) != slot) sched_yield();
+  atomic_store_explicit(&c->published, slot + 1, memory_order_release);
+}
+
+static size_t hooks_set(hook_count_t *c) { return atomic_load_explicit(&c->published, memory_order_acquire); }
+
 /* Callbacks around a heap's release (instance_add_heap_exit_hook). */
 #define GPA_HEAP_EXIT_HOOKS 4
 static struct {
   void (*before)(void), (*after)(void);
 } heap_exit_hooks[GPA_HEAP_EXIT_HOOKS];
-static _Atomic(size_t) heap_exit_hook_count;
+static hook_count_t heap_exit_hook_count;
 
 bool instance_add_heap_exit_hook(void (*before)(void), void (*after)(void)) {
-  size_t i = atomic_fetch_add(&heap_exit_hook_count, 1);
-  if (i >= GPA_HEAP_EXIT_HOOKS) return false;
+  size_t i;
+  if (!hook_claim(&heap_exit_hook_count, GPA_HEAP_EXIT_HOOKS, &i)) return false;
   heap_exit_hooks[i].before = before;
-  heap_exit_hooks[i].after = after; /* the slot counts once its last field is set: */
-  atomic_thread_fence(memory_order_release);
+  heap_exit_hooks[i].after = after;
+  hook_publish(&heap_exit_hook_count, i);
   return true;
 }
 
-static size_t heap_exit_hooks_set(void) {
-  size_t n = atomic_load_explicit(&heap_exit_hook_count, memory_order_acquire);
-  return n < GPA_HEAP_EXIT_HOOKS ? n : GPA_HEAP_EXIT_HOOKS;
-}
+static size_t heap_exit_hooks_set(void) { return hooks_set(&heap_exit_hook_count); }
 
 /* Before any lock is taken for the release: a hook may wait. */
 static void heap_exit_begin(void) {
@@ -317,22 +338,19 @@ static void on_thread_exit(void *value) {
 static struct {
   void (*prepare)(void), (*parent)(void), (*child)(void);
 } fork_hooks[GPA_FORK_HOOKS];
-static _Atomic(size_t) fork_hook_count;
+static hook_count_t fork_hook_count;
 
 bool instance_add_fork_hook(void (*prepare)(void), void (*parent)(void), void (*child)(void)) {
-  size_t i = atomic_fetch_add(&fork_hook_count, 1);
-  if (i >= GPA_FORK_HOOKS) return false;
+  size_t i;
+  if (!hook_claim(&fork_hook_count, GPA_FORK_HOOKS, &i)) return false;
   fork_hooks[i].prepare = prepare;
   fork_hooks[i].parent = parent;
-  fork_hooks[i].child = child; /* the slot counts once its last field is set: */
-  atomic_thread_fence(memory_order_release);
+  fork_hooks[i].child = child;
+  hook_publish(&fork_hook_count, i);
   return true;
 }
 
-static size_t fork_hooks_set(void) {
-  size_t n = atomic_load_explicit(&fork_hook_count, memory_order_acquire);
-  return n < GPA_FORK_HOOKS ? n : GPA_FORK_HOOKS;
-}
+static size_t fork_hooks_set(void) { return hooks_set(&fork_hook_count); }
 
 /* fork(): no lock may be held by a thread that does not exist in the child.
  * Order: the hooks, the registry, then each instance (as

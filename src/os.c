@@ -213,27 +213,21 @@ void os_write_all(int fd, const char *buf, size_t len) {
 #define OS_MEMBARRIER_CMD_PRIVATE_EXPEDITED (1 << 3)
 #define OS_MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED (1 << 4)
 
-bool os_barrier_register(void) {
+static bool membarrier_command(int command) {
 #ifdef SYS_membarrier
   int saved = errno;
-  bool ok = syscall(SYS_membarrier, OS_MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED, 0, 0) == 0;
+  bool ok = syscall(SYS_membarrier, command, 0, 0) == 0;
   errno = saved;
   return ok;
 #else
+  (void)command;
   return false;
 #endif
 }
 
-bool os_barrier_all_threads(void) {
-#ifdef SYS_membarrier
-  int saved = errno;
-  bool ok = syscall(SYS_membarrier, OS_MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0, 0) == 0;
-  errno = saved;
-  return ok;
-#else
-  return false;
-#endif
-}
+bool os_barrier_register(void) { return membarrier_command(OS_MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED); }
+
+bool os_barrier_all_threads(void) { return membarrier_command(OS_MEMBARRIER_CMD_PRIVATE_EXPEDITED); }
 
 /* ---- sleeping on a word ---------------------------------------------------- */
 
