@@ -358,7 +358,12 @@ static block_view_t view_of(const debug_header_t *h) {
 }
 
 
+/* How deep the thread's busy mark was when its report began (see
+ * debug_op_step_out): reports are never nested. */
+static __thread uint32_t tls_report_depth __attribute__((tls_model("initial-exec")));
+
 static void report_begin(writer_t *w, const debug_t *d) {
+  tls_report_depth = debug_op_step_out();
   writer_init(w, debug_log_fd(d));
   writer_str(w, "gpa: ");
 }
@@ -378,6 +383,7 @@ static void report_stack(writer_t *w, const char *what, uint32_t thread, stack_i
 static void report_end(writer_t *w, const debug_t *d) {
   writer_flush(w);
   if (!d->config.continue_on_error) abort();
+  debug_op_step_in(tls_report_depth);
 }
 
 static void report_block_line(writer_t *w, const block_view_t *v) {
@@ -665,8 +671,10 @@ static void log_event(const debug_t *d, const char *op, size_t size, const void 
   writer_str(&w, "] from\n");
   uintptr_t frame = ret_addr;
   stack_id_t id = tls_inside ? 0 : debug_stack_save(&frame, 1);
+  uint32_t depth = debug_op_step_out(); /* dladdr: as a report (report_begin) */
   debug_stack_print(&w, id, "    ");
   writer_flush(&w);
+  debug_op_step_in(depth);
 }
 
 static void log_refused(const debug_t *d, const char *op, size_t size, size_t live) {

@@ -111,6 +111,23 @@ void debug_op_wait(debug_thread_t *t) {
   }
 }
 
+uint32_t debug_op_step_out(void) {
+  debug_thread_t *t = debug_tls_thread;
+  if (t == NULL || t->shared || tls_holds_pause) return 0; /* a shared count is not this thread's to drop */
+  uint32_t depth = atomic_load_explicit(&t->busy, memory_order_relaxed);
+  atomic_store_explicit(&t->busy, 0, memory_order_release);
+  return depth;
+}
+
+void debug_op_step_in(uint32_t depth) {
+  debug_thread_t *t = debug_tls_thread;
+  if (depth == 0 || t == NULL) return;
+  atomic_store_explicit(&t->busy, 1, memory_order_relaxed);
+  atomic_thread_fence(memory_order_seq_cst); /* rare: a full fence is fine here */
+  if (atomic_load_explicit(&debug_pause_asked, memory_order_relaxed) != 0) debug_op_wait(t);
+  atomic_store_explicit(&t->busy, depth, memory_order_relaxed);
+}
+
 static void wait_until_idle(debug_thread_t *t) {
   unsigned spins = 0;
   while (atomic_load_explicit(&t->busy, memory_order_acquire) != 0) spin_once(&spins);

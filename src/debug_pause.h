@@ -68,6 +68,15 @@ static inline void debug_op_end(debug_thread_t *t) {
     atomic_fetch_sub_explicit(&t->busy, 1, memory_order_release);
 }
 
+/* Step out of the calling thread's busy mark (returning how deep it was)
+ * and back in, waiting then for a pause asked meanwhile.  For a report
+ * written in the middle of an operation: printing a stack asks the loader
+ * for symbols (dladdr), and a thread held off by a walk may hold the
+ * loader's lock (dlopen allocates), so a report must not keep the walk
+ * waiting.  Between the two, the operation touches no block. */
+uint32_t debug_op_step_out(void);
+void debug_op_step_in(uint32_t depth);
+
 /* Stop every other thread's operations (waiting for those under way) and
  * keep them stopped until debug_resume_all.  One walker at a time. */
 void debug_pause_all(void);
