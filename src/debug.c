@@ -292,11 +292,16 @@ static void count_live_block(void *ctx, debug_header_t *h) {
   out->row_live[stats_row(h->size)]++;
 }
 
-void debug_collect_stats(debug_t *d, debug_stats_t *out) {
-  memset(out, 0, sizeof *out);
+/* The live figures of `out`, from a walk. */
+static void collect_live(debug_t *d, debug_stats_t *out) {
   debug_pause_all();
   debug_for_each_live(d, count_live_block, out);
   debug_resume_all();
+}
+
+void debug_collect_stats(debug_t *d, debug_stats_t *out) {
+  memset(out, 0, sizeof *out);
+  collect_live(d, out);
   for (unsigned i = 0; i < DEBUG_STRIPES; i++) {
     debug_stripe_t *st = &d->stripes[i];
     stripe_lock(st);
@@ -318,8 +323,6 @@ void debug_collect_stats(debug_t *d, debug_stats_t *out) {
 
 static _Atomic(bool) unwinder_primed;
 
-/* `entry_frame`: the frame address of the layer's entry point the program
- * called (the stack's walk starts there when it can), or 0. */
 static GPA_NOINLINE stack_id_t capture_exact_stack(const debug_t *d, uintptr_t ret_addr) {
   uintptr_t frames[DEBUG_MAX_FRAMES];
   if (!atomic_load_explicit(&unwinder_primed, memory_order_acquire)) {
@@ -329,6 +332,8 @@ static GPA_NOINLINE stack_id_t capture_exact_stack(const debug_t *d, uintptr_t r
   return debug_stack_save(frames, debug_stack_capture(frames, d->config.frames, ret_addr, true));
 }
 
+/* `entry_frame`: the frame address of the layer's entry point the program
+ * called (the stack's walk starts there when it can), or 0. */
 static inline stack_id_t capture_stack(const debug_t *d, uintptr_t ret_addr, uintptr_t entry_frame) {
   if (d->config.frames == 0 || tls_inside) return 0;
   tls_inside = true;
@@ -358,12 +363,8 @@ static block_view_t view_of(const debug_header_t *h) {
 }
 
 
-/* How deep the thread's busy mark was when its report began (see
- * debug_op_step_out): reports are never nested. */
-static __thread uint32_t tls_report_depth __attribute__((tls_model("initial-exec")));
-
 static void report_begin(writer_t *w, const debug_t *d) {
-  tls_report_depth = debug_op_step_out();
+  debug_op_step_out();
   writer_init(w, debug_log_fd(d));
   writer_str(w, "gpa: ");
 }
@@ -383,7 +384,7 @@ static void report_stack(writer_t *w, const char *what, uint32_t thread, stack_i
 static void report_end(writer_t *w, const debug_t *d) {
   writer_flush(w);
   if (!d->config.continue_on_error) abort();
-  debug_op_step_in(tls_report_depth);
+  debug_op_step_in();
 }
 
 static void report_block_line(writer_t *w, const block_view_t *v) {
@@ -671,10 +672,10 @@ static void log_event(const debug_t *d, const char *op, size_t size, const void 
   writer_str(&w, "] from\n");
   uintptr_t frame = ret_addr;
   stack_id_t id = tls_inside ? 0 : debug_stack_save(&frame, 1);
-  uint32_t depth = debug_op_step_out(); /* dladdr: as a report (report_begin) */
+  debug_op_step_out(); /* dladdr: as a report (report_begin) */
   debug_stack_print(&w, id, "    ");
   writer_flush(&w);
-  debug_op_step_in(depth);
+  debug_op_step_in();
 }
 
 static void log_refused(const debug_t *d, const char *op, size_t size, size_t live) {
@@ -1045,23 +1046,11 @@ void debug_for_each_live(debug_t *d, debug_live_visit_fn visit, void *ctx) {
   instance_for_each_block(d->inst, visit_core_block, &walk);
 }
 
-typedef struct live_count {
-  size_t blocks, bytes;
-} live_count_t;
-
-static void count_block(void *ctx, debug_header_t *h) {
-  live_count_t *c = ctx;
-  c->blocks++;
-  c->bytes += h->size;
-}
-
 void debug_count_live(debug_t *d, size_t *blocks, size_t *bytes) {
-  live_count_t c = {0};
-  debug_pause_all();
-  debug_for_each_live(d, count_block, &c);
-  debug_resume_all();
-  *blocks = c.blocks;
-  *bytes = c.bytes;
+  debug_stats_t st = {0};
+  collect_live(d, &st);
+  *blocks = st.live_blocks;
+  *bytes = st.live_bytes;
 }
 
 /* ---- the end ------------------------------------------------------------------------ */

@@ -111,17 +111,18 @@ void debug_op_wait(debug_thread_t *t) {
   }
 }
 
-uint32_t debug_op_step_out(void) {
+void debug_op_step_out(void) {
   debug_thread_t *t = debug_tls_thread;
-  if (t == NULL || t->shared || tls_holds_pause) return 0; /* a shared count is not this thread's to drop */
-  uint32_t depth = atomic_load_explicit(&t->busy, memory_order_relaxed);
+  if (t == NULL || t->shared || tls_holds_pause) return; /* a shared count is not this thread's to drop */
+  t->stepped_out = atomic_load_explicit(&t->busy, memory_order_relaxed);
   atomic_store_explicit(&t->busy, 0, memory_order_release);
-  return depth;
 }
 
-void debug_op_step_in(uint32_t depth) {
+void debug_op_step_in(void) {
   debug_thread_t *t = debug_tls_thread;
-  if (depth == 0 || t == NULL) return;
+  if (t == NULL || t->shared || t->stepped_out == 0) return;
+  uint32_t depth = t->stepped_out;
+  t->stepped_out = 0;
   atomic_store_explicit(&t->busy, 1, memory_order_relaxed);
   atomic_thread_fence(memory_order_seq_cst); /* rare: a full fence is fine here */
   if (atomic_load_explicit(&debug_pause_asked, memory_order_relaxed) != 0) debug_op_wait(t);

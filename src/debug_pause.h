@@ -26,6 +26,7 @@ typedef struct debug_thread {
   _Atomic(uint32_t) busy;      /* operations under way (nested ones: allocations made while capturing) */
   _Atomic(uint32_t) claimed;   /* a live thread holds this record */
   bool shared;                 /* the one record of threads that could not get theirs: counted atomically */
+  uint32_t stepped_out;        /* `busy` while a report steps out of it (debug_op_step_out) */
   struct debug_thread *next;   /* every record ever made */
 } __attribute__((aligned(64))) debug_thread_t;
 
@@ -68,14 +69,14 @@ static inline void debug_op_end(debug_thread_t *t) {
     atomic_fetch_sub_explicit(&t->busy, 1, memory_order_release);
 }
 
-/* Step out of the calling thread's busy mark (returning how deep it was)
- * and back in, waiting then for a pause asked meanwhile.  For a report
+/* Step out of the calling thread's busy mark and back in, waiting then for
+ * a pause asked meanwhile (not nested: reports are not).  For a report
  * written in the middle of an operation: printing a stack asks the loader
  * for symbols (dladdr), and a thread held off by a walk may hold the
  * loader's lock (dlopen allocates), so a report must not keep the walk
  * waiting.  Between the two, the operation touches no block. */
-uint32_t debug_op_step_out(void);
-void debug_op_step_in(uint32_t depth);
+void debug_op_step_out(void);
+void debug_op_step_in(void);
 
 /* Stop every other thread's operations (waiting for those under way) and
  * keep them stopped until debug_resume_all.  One walker at a time. */

@@ -173,19 +173,6 @@ static bool next_record_ok(uintptr_t fp, uintptr_t next, uintptr_t hi) {
          next <= hi - FRAME_RECORD_BYTES;
 }
 
-/* The program's frames above the record at `fp`, the entry point's (whose
- * return address is frames[n - 1]), into frames[n..max). */
-static unsigned collect_program_frames(uintptr_t *frames, unsigned n, unsigned max, uintptr_t fp, uintptr_t hi) {
-  for (;;) {
-    uintptr_t next = ((const uintptr_t *)fp)[0];
-    if (!next_record_ok(fp, next, hi)) return n;
-    fp = next;
-    uintptr_t ret = ((const uintptr_t *)fp)[1];
-    if (ret == 0 || n == max) return n;
-    frames[n++] = ret;
-  }
-}
-
 /* Walks (saved frame pointer, return address) records upwards from `fp`,
  * debug_stack_capture's own record: everything this file keeps on the
  * stack (its copies of ret_addr included) lies below it.  Every record read
@@ -268,19 +255,6 @@ unsigned debug_stack_capture(uintptr_t *frames, unsigned max, uintptr_t ret_addr
 static bool entry_record_ok(uintptr_t here, uintptr_t hi, uintptr_t ret_addr, uintptr_t entry_frame) {
   return entry_frame > here && entry_frame <= hi - FRAME_RECORD_BYTES && entry_frame % sizeof(uintptr_t) == 0 &&
          ((const uintptr_t *)entry_frame)[1] == ret_addr;
-}
-
-unsigned debug_stack_capture_from(uintptr_t *frames, unsigned max, uintptr_t ret_addr, uintptr_t entry_frame) {
-  if (max <= 1) return debug_stack_capture(frames, max, ret_addr, false);
-  uintptr_t here = (uintptr_t)__builtin_frame_address(0);
-  uintptr_t lo, hi;
-  stack_bounds(here, &lo, &hi);
-  if (entry_record_ok(here, hi, ret_addr, entry_frame)) {
-    frames[0] = ret_addr;
-    return collect_program_frames(frames, 1, max, entry_frame, hi);
-  }
-  frames[0] = ret_addr;
-  return capture_fast(frames, max, ret_addr, here);
 }
 
 void debug_stack_prime(void) {
@@ -494,7 +468,8 @@ stack_id_t debug_stack_capture_id(unsigned max, uintptr_t ret_addr, uintptr_t en
   frames[0] = ret_addr; /* capture_fast's walk skips the buffer, so this copy cannot mislead it */
   if (!entry_record_ok(here, hi, ret_addr, entry_frame))
     return debug_stack_save(frames, capture_fast(frames, max, ret_addr, here));
-  /* collect_program_frames, hashing each frame as it is read. */
+  /* The program's frames above the entry point's record, each hashed as it
+   * is read. */
   unsigned n = 1;
   uint64_t h = hash_step(0, ret_addr);
   for (uintptr_t fp = entry_frame;;) {

@@ -39,17 +39,14 @@ void debug_stack_prime(void);
  * its own copy of ret_addr on the stack may let a library frame show. */
 unsigned debug_stack_capture(uintptr_t *frames, unsigned max, uintptr_t ret_addr, bool exact);
 
-/* The same frame-pointer walk when the caller knows its entry point's frame
- * record: `entry_frame` is the frame address (__builtin_frame_address(0))
- * of the library function the program called.  When that record holds
- * ret_addr (the function was entered straight from the program, by a call
- * or a chain of tail calls), the walk starts there and skips telling the
- * library's frames apart; otherwise it is debug_stack_capture's. */
-unsigned debug_stack_capture_from(uintptr_t *frames, unsigned max, uintptr_t ret_addr, uintptr_t entry_frame);
-
-/* debug_stack_capture_from then debug_stack_save, in one pass (the frames
- * hashed as they are read): the id of the current stack, 0 when max is 0
- * or the depot cannot grow. */
+/* The id of the current stack (debug_stack_capture's frame-pointer walk,
+ * then debug_stack_save, in one pass: the frames hashed as they are read);
+ * 0 when max is 0 or the depot cannot grow.  `entry_frame` is the frame
+ * address (__builtin_frame_address(0)) of the library function the program
+ * called, or 0.  When that record holds ret_addr (the function was entered
+ * straight from the program, by a call or a chain of tail calls), the walk
+ * starts there and skips telling the library's frames apart; otherwise it
+ * is debug_stack_capture's. */
 stack_id_t debug_stack_capture_id(unsigned max, uintptr_t ret_addr, uintptr_t entry_frame);
 
 /* The id of this stack in the depot, adding it if new; 0 when n == 0 or

@@ -50,14 +50,10 @@ unsigned stack_test_hooked_outer(uintptr_t *out, unsigned max, bool own_buffer);
 void stack_test_on_foreign_stack(void);
 
 /* How stack_test_entry captures when not exact: as debug_stack_capture, or
- * through debug_stack_capture_from given its own frame (as the debug
- * layer's entry points do) or a frame that is not the entry's record. */
-enum {
-  ENTRY_FIND_LIBRARY_FRAMES, ENTRY_OWN_FRAME, ENTRY_WRONG_FRAME, ENTRY_MADE_UP_RECORDS,
-  /* debug_stack_capture_id with the own or a wrong frame, the frames then
-   * loaded from the depot */
-  ENTRY_ID_OWN_FRAME, ENTRY_ID_WRONG_FRAME,
-};
+ * through debug_stack_capture_id (the frames then loaded from the depot)
+ * given its own frame (as the debug layer's entry points do), a frame
+ * that is not the entry's record, or made-up records. */
+enum { ENTRY_FIND_LIBRARY_FRAMES, ENTRY_OWN_FRAME, ENTRY_WRONG_FRAME, ENTRY_MADE_UP_RECORDS };
 /* ENTRY_MADE_UP_RECORDS: two frame records on the stack, the first holding
  * ret_addr, the second this return address and the end of the chain. */
 #define MADE_UP_RETURN ((uintptr_t)0xabc0)
@@ -71,18 +67,18 @@ __attribute__((noipa)) unsigned stack_test_entry(uintptr_t *frames, unsigned max
   unsigned n;
   volatile uintptr_t records[4] = {0, ret_addr, 0, MADE_UP_RETURN};
   records[0] = (uintptr_t)&records[2];
-  if (exact || entry_mode == ENTRY_FIND_LIBRARY_FRAMES)
+  if (exact || entry_mode == ENTRY_FIND_LIBRARY_FRAMES) {
     n = debug_stack_capture(frames, max, ret_addr, exact);
-  else if (entry_mode == ENTRY_MADE_UP_RECORDS)
-    n = debug_stack_capture_from(frames, max, ret_addr, (uintptr_t)&records[0]);
-  else if (entry_mode == ENTRY_ID_OWN_FRAME || entry_mode == ENTRY_ID_WRONG_FRAME) {
-    stack_id_t id = debug_stack_capture_id(max, ret_addr, entry_mode == ENTRY_ID_OWN_FRAME ? own : *(uintptr_t *)own);
+  } else {
+    /* The wrong frame: the caller's, whose record holds another return
+     * address. */
+    uintptr_t entry = entry_mode == ENTRY_OWN_FRAME     ? own
+                      : entry_mode == ENTRY_WRONG_FRAME ? *(uintptr_t *)own
+                                                        : (uintptr_t)&records[0];
     const uintptr_t *saved;
-    n = debug_stack_load(id, &saved);
+    n = debug_stack_load(debug_stack_capture_id(max, ret_addr, entry), &saved);
     memcpy(frames, saved, n * sizeof *saved);
   }
-  else /* the wrong one: the caller's frame, whose record holds another return address */
-    n = debug_stack_capture_from(frames, max, ret_addr, entry_mode == ENTRY_OWN_FRAME ? own : *(uintptr_t *)own);
   BARRIER();
   return n;
 }
@@ -370,9 +366,9 @@ static void test_fast_capture_from_entry_without_frame_pointer(void **state) {
   check_nested_capture(false, false);
 }
 
-/* Started at the entry point's own frame record, or told a wrong one: the
- * same names, and the same frames as the walk that finds the library's
- * frames itself. */
+/* Captured in one pass with the depot (debug_stack_capture_id), started at
+ * the entry point's own frame record or told a wrong one: the same names,
+ * and the same frames as the walk that finds the library's frames itself. */
 static void test_fast_capture_from_entry_frame(void **state) {
   (void)state;
   uintptr_t found[DEBUG_MAX_FRAMES], from[DEBUG_MAX_FRAMES], wrong[DEBUG_MAX_FRAMES];
@@ -392,15 +388,8 @@ static void test_fast_capture_from_entry_frame(void **state) {
   /* Below this function: its three call sites differ. */
   assert_memory_equal(from, found, 3 * sizeof(uintptr_t));
   assert_memory_equal(wrong, found, 3 * sizeof(uintptr_t));
-  /* In one pass with the depot: the same frames. */
-  uintptr_t by_id[DEBUG_MAX_FRAMES];
-  for (int mode = ENTRY_ID_OWN_FRAME; mode <= ENTRY_ID_WRONG_FRAME; mode++) {
-    entry_mode = mode;
-    check_nested_capture(false, true);
-    assert_int_equal(stack_test_outer(by_id, DEBUG_MAX_FRAMES, false, true), n_found);
-    assert_memory_equal(by_id, found, 3 * sizeof(uintptr_t));
-    assert_int_equal(stack_test_outer(by_id, 2, false, true), 2);
-  }
+  entry_mode = ENTRY_WRONG_FRAME;
+  assert_int_equal(stack_test_outer(wrong, 2, false, true), 2);
   /* The walk starts at the record it is given. */
   entry_mode = ENTRY_MADE_UP_RECORDS;
   assert_int_equal(stack_test_outer(from, DEBUG_MAX_FRAMES, false, true), 2);
