@@ -19,6 +19,8 @@
 #include "os.h"
 #include "stats.h"
 
+GPA_EXPORT const char *gpa_version(void) { return "0.3.0"; }
+
 /* The process instance, as seen through the explicit API. */
 static gpa_t default_state = {
   .tag = GPA_STATE_LIVE,

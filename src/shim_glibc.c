@@ -19,8 +19,6 @@
 
 static bool is_power_of_two(size_t x) { return x != 0 && (x & (x - 1)) == 0; }
 
-GPA_EXPORT const char *gpa_version(void) { return "0.3.0"; }
-
 /* The return address of the program's call: the first frame of every
  * stack the debug layer records. */
 #define CALLER() ((uintptr_t)__builtin_return_address(0))
