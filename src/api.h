@@ -78,8 +78,9 @@ static inline void api_gpa_free(gpa_t *g, void *p, size_t len, uintptr_t frame) 
     if (GPA_LIKELY(h != NULL && segmap_contains(seg) && seg->owner == h)) {
       gpa_slab_t *s = slab_of(seg, p);
       gpa_block_t *b = p;
-      if (GPA_LIKELY(slab_is_block_start(s, p) && !slab_block_looks_free(s, b) && len <= s->block_size)) {
-        heap_free_to_own_slab(h, s, b);
+      uint32_t index;
+      if (GPA_LIKELY(slab_block_index(s, p, &index) && !slab_block_looks_free(s, b) && len <= s->block_size)) {
+        heap_free_to_own_slab(h, s, b, index);
         return;
       }
     }

@@ -89,6 +89,7 @@ static gpa_segment_t *block_checked(const gpa_t *g, gpa_instance_t *inst, void *
     } else {
       gpa_slab_t *s = slab_of(seg, p);
       if (!slab_is_block_start(s, p)) report_invalid_free(op, p, "not the start of a block");
+      slab_check_not_freed(op, inst == &gpa_default_instance ? gpa_tls_heap : instance_thread_heap_if_any(inst), s, p);
       usable = s->block_size;
     }
   } else if (large_overaligned_contains(p)) {

@@ -16,19 +16,23 @@ static void heap_free_generic(gpa_heap_t *h, gpa_segment_t *seg, void *p) {
     return;
   }
   gpa_slab_t *s = slab_of(seg, p);
-  if (GPA_UNLIKELY(!slab_is_block_start(s, p)))
+  uint32_t index;
+  if (GPA_UNLIKELY(!slab_block_index(s, p, &index)))
     report_invalid_free("free", p, "not the start of a block");
-  if (seg->owner == h) {
-    /* Our own block that failed a fast-path test: a double free? */
-    if (slab_find_free_block(s, p)) report_double_free("free", p, s->block_size);
-    heap_free_to_own_slab(h, s, p);
-    return;
-  }
-  /* Another thread's block.  malloc clears a block's free mark, so one that
-   * carries it was freed already; pushing it again would make the remote
-   * list a cycle. */
-  if (GPA_UNLIKELY(slab_block_looks_free(s, p))) report_double_free("free", p, s->block_size);
-  heap_free_remote(s, p);
+  /* A second free would put the block on a list twice (on the remote list:
+   * a cycle). */
+  slab_check_not_freed("free", h, s, p);
+  if (seg->owner == h) heap_free_to_own_slab(h, s, p, index);
+  else heap_free_remote(s, p);
+}
+
+void slab_check_not_freed(const char *op, gpa_heap_t *h, gpa_slab_t *s, const void *p) {
+  const gpa_block_t *b = p;
+  if (GPA_LIKELY(!slab_block_looks_free(s, b))) return;
+  /* The owner confirms on its lists (program data can mimic the mark).
+   * Another thread may not walk them: the mark alone decides, as malloc
+   * clears it on every block it hands out. */
+  if (segment_of(s->start)->owner != h || slab_find_free_block(s, b)) report_double_free(op, p, s->block_size);
 }
 
 /* A pointer outside every segment: NULL, over-aligned, or not ours. */
@@ -68,7 +72,7 @@ bool block_find(const void *p, gpa_block_info_t *out) {
   }
   gpa_slab_t *s = slab_of(seg, p);
   uintptr_t offset = (uintptr_t)p - (uintptr_t)s->start;
-  if (!s->in_use || offset >= s->carved_bytes) return false;
+  if (!s->in_use || offset >= atomic_load_explicit(&s->carved_bytes, memory_order_relaxed)) return false;
   out->start = s->start + offset / s->block_size * s->block_size;
   out->size = s->block_size;
   out->looks_free = slab_block_looks_free(s, (const gpa_block_t *)out->start);
@@ -93,5 +97,6 @@ size_t gpa_core_usable_size(const void *p) {
   }
   gpa_slab_t *s = slab_of(seg, p);
   if (!slab_is_block_start(s, p)) report_invalid_free("malloc_usable_size", p, "not the start of a block");
+  slab_check_not_freed("malloc_usable_size", gpa_tls_heap, s, p);
   return s->block_size;
 }

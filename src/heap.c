@@ -11,7 +11,7 @@
 #include "os.h"
 #include "size_class.h"
 
-gpa_slab_t gpa_empty_slab; /* never has a free block */
+gpa_slab_t gpa_empty_slab = { .free_index = GPA_LIST_END }; /* never has a free block */
 gpa_heap_t gpa_empty_heap = {
   .direct = { [0 ... GPA_DIRECT_SLOTS - 1] = &gpa_empty_slab },
 };
@@ -54,6 +54,15 @@ void heap_init(gpa_heap_t *h, gpa_instance_t *inst) {
   memset(h, 0, sizeof *h);
   for (size_t i = 0; i < GPA_DIRECT_SLOTS; i++) h->direct[i] = &gpa_empty_slab;
   h->instance = inst;
+}
+
+uintptr_t heap_random_word(gpa_heap_t *h) {
+  if (h->random_left == 0) {
+    os_random_fill(h->random_pool, sizeof h->random_pool);
+    h->random_left = GPA_HEAP_RANDOM_WORDS;
+  }
+  /* Never 0: a zero key would make a zeroed word look like a free mark. */
+  return h->random_pool[--h->random_left] | 1;
 }
 
 /* ---- segments of a heap ------------------------------------------------ */
@@ -167,7 +176,8 @@ static gpa_slab_t *heap_find_slab(gpa_heap_t *h, unsigned cls) {
   gpa_slab_t *s, *next;
   for (s = q->first; s != NULL; s = next) {
     next = s->next;
-    if (s->free != NULL) break;
+    if (slab_has_free(s)) break;
+    slab_check_list_end(s);
     if (slab_collect(s)) break;
     if (s->capacity < s->reserved) {
       slab_extend(s);
@@ -206,16 +216,12 @@ void *heap_malloc_class(gpa_heap_t *h, unsigned cls) {
   /* Classes above GPA_DIRECT_MAX have no direct slot: their current slab
    * is the queue's first, and only an empty one needs the search. */
   gpa_slab_t *s = h->queues[cls].first;
-  if (s == NULL || s->free == NULL) s = heap_find_slab(h, cls);
+  if (s == NULL || !slab_has_free(s)) s = heap_find_slab(h, cls);
   if (GPA_UNLIKELY(s == NULL)) {
     errno = ENOMEM;
     return NULL;
   }
-  gpa_block_t *b = s->free;
-  s->free = block_decode(s, b->next_encoded);
-  s->used++;
-  b->free_mark = 0; /* a live block must not look free to free() */
-  return b;
+  return slab_pop_block(s);
 }
 
 GPA_NOINLINE void *heap_malloc_generic(gpa_heap_t *h, size_t size) {

@@ -61,21 +61,28 @@ static inline gpa_slab_t *slab_of(gpa_segment_t *seg, const void *p) {
   return seg->page_slab[page];
 }
 
-static inline gpa_block_t *block_decode(const gpa_slab_t *s, uintptr_t encoded) {
-  return (gpa_block_t *)(encoded ^ s->key);
+/* The block at `index`, for an index below the slab's capacity (the
+ * product then stays below 2^32: see types.h). */
+static inline gpa_block_t *slab_block_at(const gpa_slab_t *s, uint32_t index) {
+  return (gpa_block_t *)(s->start + (uint32_t)(index * s->block_size));
 }
 
-static inline uintptr_t block_encode(const gpa_slab_t *s, const gpa_block_t *b) {
-  return (uintptr_t)b ^ s->key;
-}
-
-/* True when `p` is the start of a block this slab has carved.  The
- * divisibility test is Lemire, Kaser and Kurz's ("Faster remainder by direct
- * computation", 2019): for offsets below 2^32, offset is a multiple of the
- * block size iff offset * divides < divides, in 64-bit arithmetic. */
-static inline bool slab_is_block_start(const gpa_slab_t *s, const void *p) {
+/* True when `p` is the start of a block this slab has carved, with its
+ * index.  The divisibility test is Lemire, Kaser and Kurz's ("Faster
+ * remainder by direct computation", 2019): for offsets below 2^32, offset
+ * is a multiple of the block size iff the low half of offset * divides is
+ * below divides, and the high half is then offset / block_size. */
+static inline bool slab_block_index(const gpa_slab_t *s, const void *p, uint32_t *index) {
   uintptr_t offset = (uintptr_t)p - (uintptr_t)s->start;
-  return offset < s->carved_bytes && (uint64_t)offset * s->divides < s->divides;
+  if (offset >= atomic_load_explicit(&s->carved_bytes, memory_order_relaxed)) return false;
+  unsigned __int128 product = (unsigned __int128)offset * s->divides;
+  *index = (uint32_t)(product >> 64);
+  return (uint64_t)product < s->divides;
+}
+
+static inline bool slab_is_block_start(const gpa_slab_t *s, const void *p) {
+  uint32_t index;
+  return slab_block_index(s, p, &index);
 }
 
 /* A block whose second word holds its slab's key looks free.  Every free
@@ -87,14 +94,39 @@ static inline bool slab_block_looks_free(const gpa_slab_t *s, const gpa_block_t 
   return b->free_mark == s->key;
 }
 
-/* Put a free block on the front of a list. */
-static inline void block_push(const gpa_slab_t *s, gpa_block_t *b, const gpa_block_t *next) {
-  b->next_encoded = block_encode(s, next);
+/* Whether the owner's list holds a block.  An index past the carved
+ * blocks is the list's end, or a link a program overwrote: the slow path
+ * tells them apart (slab_check_list_end). */
+static inline bool slab_has_free(const gpa_slab_t *s) { return s->free_index < s->capacity; }
+
+/* Take the first block of the owner's list (which must hold one).  The
+ * link it leaves at the head is checked before it is followed, by the
+ * next pop's slab_has_free: a program that overwrites a freed block can
+ * only make malloc hand out another block of this slab. */
+static inline gpa_block_t *slab_pop_block(gpa_slab_t *s) {
+  gpa_block_t *b = slab_block_at(s, s->free_index);
+  s->free_index = (uint32_t)(b->next_encoded ^ s->key);
+  s->used++;
+  b->free_mark = 0; /* a live block must not look free to free() */
+  return b;
+}
+
+/* Put block `index` on the front of the owner's list. */
+static inline void slab_push_block(gpa_slab_t *s, gpa_block_t *b, uint32_t index) {
+  b->next_encoded = s->free_index ^ s->key;
   b->free_mark = s->key;
+  s->free_index = index;
 }
 
 void slab_init(gpa_slab_t *s, uint8_t *start, unsigned cls, unsigned pages);
 void slab_extend(gpa_slab_t *s);
+GPA_COLD __attribute__((noreturn)) void slab_report_list_head(const gpa_slab_t *s);
+
+/* For a slab with no free block (!slab_has_free): its head must be the
+ * list's end, not a link past its blocks. */
+static inline void slab_check_list_end(const gpa_slab_t *s) {
+  if (GPA_UNLIKELY(s->free_index != GPA_LIST_END)) slab_report_list_head(s);
+}
 bool slab_collect(gpa_slab_t *s);
 bool slab_find_free_block(gpa_slab_t *s, const gpa_block_t *b);
 bool slab_push_remote(gpa_slab_t *s, gpa_block_t *b);
@@ -137,6 +169,8 @@ gpa_heap_t *heap_for_thread(void);
 void heap_init(gpa_heap_t *h, struct gpa_instance *inst);
 void heap_thread_exit(gpa_heap_t *h);
 void heap_count_live(const gpa_heap_t *h, size_t *blocks, size_t *bytes);
+/* A fresh secret word for a new slab of `h` (slab_init). */
+uintptr_t heap_random_word(gpa_heap_t *h);
 
 /* The calling thread's heap, set up on first use; NULL (ENOMEM) if no
  * memory can be had for it.  For slow paths: the fast path tests nothing. */
@@ -151,13 +185,7 @@ static inline gpa_heap_t *heap_current(void) {
 static inline void *heap_malloc_direct(gpa_heap_t *h, size_t size) {
   if (GPA_LIKELY(size <= GPA_DIRECT_MAX)) {
     gpa_slab_t *s = h->direct[(size + 15) >> 4];
-    gpa_block_t *b = s->free;
-    if (GPA_LIKELY(b != NULL)) {
-      s->free = block_decode(s, b->next_encoded);
-      s->used++;
-      b->free_mark = 0; /* a live block must not look free to free() */
-      return b;
-    }
+    if (GPA_LIKELY(slab_has_free(s))) return slab_pop_block(s);
   }
   return NULL;
 }
@@ -168,13 +196,17 @@ static inline void *heap_malloc(gpa_heap_t *h, size_t size) {
   return heap_malloc_generic(h, size);
 }
 
-/* The owner's free: push onto the slab's list; the slab's last live block
- * or a parked slab (whose `used` is held at 1) takes the slow path. */
-static inline void heap_free_to_own_slab(gpa_heap_t *h, gpa_slab_t *s, gpa_block_t *b) {
-  block_push(s, b, s->free);
-  s->free = b;
+/* The owner's free of block `index`: push onto the slab's list; the slab's
+ * last live block or a parked slab (whose `used` is held at 1) takes the
+ * slow path. */
+static inline void heap_free_to_own_slab(gpa_heap_t *h, gpa_slab_t *s, gpa_block_t *b, uint32_t index) {
+  slab_push_block(s, b, index);
   if (GPA_UNLIKELY(--s->used == 0)) heap_free_slow(h, s);
 }
+
+/* Reports (and aborts) when `p`, a block start of `s`, was freed already;
+ * `h` is the calling thread's heap in the block's instance. */
+void slab_check_not_freed(const char *op, gpa_heap_t *h, gpa_slab_t *s, const void *p);
 
 /* Every free the fast path does not finish (free.c): NULL, large and
  * over-aligned blocks, other threads' blocks, and misuse. */
@@ -188,8 +220,9 @@ static inline bool heap_free_own(gpa_heap_t *h, void *p) {
   if (GPA_LIKELY(segmap_contains(seg) && seg->owner == h)) {
     gpa_slab_t *s = slab_of(seg, p);
     gpa_block_t *b = p;
-    if (GPA_LIKELY(slab_is_block_start(s, p) && !slab_block_looks_free(s, b))) {
-      heap_free_to_own_slab(h, s, b);
+    uint32_t index;
+    if (GPA_LIKELY(slab_block_index(s, p, &index) && !slab_block_looks_free(s, b))) {
+      heap_free_to_own_slab(h, s, b, index);
       return true;
     }
   }
@@ -318,6 +351,10 @@ size_t block_usable_size(gpa_segment_t *seg, const void *p);
 /* ---- reports (report.c) ------------------------------------------------ */
 GPA_COLD __attribute__((noreturn)) void report_invalid_free(const char *op, const void *p, const char *why);
 GPA_COLD __attribute__((noreturn)) void report_double_free(const char *op, const void *p, size_t block_size);
+/* "gpa: <op>(): corrupted free list in the slab of N-byte blocks at S: a
+ * link names 0x..., not one of its blocks": freed memory was written to. */
+GPA_COLD __attribute__((noreturn)) void report_corrupt_free_list(const char *op, const void *slab_start,
+                                                                 size_t block_size, uintptr_t target);
 /* "gpa: allocator used <what> (state at 0x...)" */
 GPA_COLD __attribute__((noreturn)) void report_allocator_state(const void *state, const char *what);
 GPA_COLD __attribute__((noreturn)) void report_wrong_instance(const char *op, const void *p, const void *owner,

@@ -8,6 +8,8 @@
 #include <string.h>
 #include <sys/auxv.h>
 #include <sys/mman.h>
+#include <sys/random.h>
+#include <time.h>
 #include <linux/futex.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -177,19 +179,41 @@ void os_move_pages(void *from, size_t size, void *to) {
   errno = saved;
 }
 
-uintptr_t os_random_word(void) {
-  /* AT_RANDOM points at 16 random bytes with no alignment promised: copy
-   * them rather than load them as words. */
-  const void *random_bytes = (const void *)getauxval(AT_RANDOM);
-  uintptr_t x = 0;
-  if (random_bytes != NULL) {
-    uintptr_t words[2];
-    memcpy(words, random_bytes, sizeof words);
-    x = words[0] ^ words[1];
+/* splitmix64's output function (Steele, Lea and Flood, "Fast splittable
+ * pseudorandom number generators", 2014): the fallback's mixer. */
+static uint64_t mix64(uint64_t x) {
+  x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ull;
+  x = (x ^ (x >> 27)) * 0x94D049BB133111EBull;
+  return x ^ (x >> 31);
+}
+
+void os_random_fill(void *buf, size_t len) {
+  int saved = errno;
+  uint8_t *out = buf;
+  while (len > 0) {
+    /* GRND_NONBLOCK: never wait for the pool at early boot; fall back. */
+    long n = syscall(SYS_getrandom, out, len, GRND_NONBLOCK);
+    if (n > 0) {
+      out += n;
+      len -= (size_t)n;
+      continue;
+    }
+    if (n < 0 && errno == EINTR) continue;
+    break;
   }
-  /* Mix in an address so the key differs between runs even without AT_RANDOM. */
-  x ^= (uintptr_t)&page_size_cached * 0x9E3779B97F4A7C15ull;
-  return x | 1;
+  if (len > 0) {
+    static _Atomic(uint64_t) counter;
+    uint64_t seed[2] = {0, 0};
+    const void *at_random = (const void *)getauxval(AT_RANDOM);
+    if (at_random != NULL) memcpy(seed, at_random, sizeof seed);
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    for (; len > 0; out++, len--) {
+      uint64_t c = atomic_fetch_add_explicit(&counter, 1, memory_order_relaxed);
+      *out = (uint8_t)mix64(seed[0] ^ mix64(seed[1] + c) ^ (uint64_t)now.tv_nsec);
+    }
+  }
+  errno = saved;
 }
 
 void os_write_all(int fd, const char *buf, size_t len) {

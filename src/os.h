@@ -67,8 +67,10 @@ bool os_barrier_all_threads(void);
 void os_wait_while_equal(const _Atomic(uint32_t) *addr, uint32_t expected);
 void os_wake_all(const _Atomic(uint32_t) *addr);
 
-/* A secret random word from the kernel (AT_RANDOM), for free-list keys. */
-uintptr_t os_random_word(void);
+/* Fill `buf` with secret random bytes from the kernel (getrandom(2)); where
+ * the kernel has none to give yet, from the auxiliary vector's AT_RANDOM
+ * bytes stirred with a counter and the clock (unpredictable, not secret). */
+void os_random_fill(void *buf, size_t len);
 
 /* Write a whole buffer to a file descriptor, retrying on EINTR. */
 void os_write_all(int fd, const char *buf, size_t len);

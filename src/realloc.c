@@ -31,6 +31,7 @@ void *gpa_core_realloc(void *p, size_t size) {
   } else {
     gpa_slab_t *s = slab_of(seg, p);
     if (!slab_is_block_start(s, p)) report_invalid_free("realloc", p, "not the start of a block");
+    slab_check_not_freed("realloc", gpa_tls_heap, s, p);
     old_usable = s->block_size;
     /* Stay put while the block fits and at most half of it goes unused
      * (or the block is so small that moving would save nothing). */

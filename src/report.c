@@ -34,11 +34,28 @@ void report_double_free(const char *op, const void *p, size_t block_size) {
   writer_init(&l, 2);
   writer_str(&l, "gpa: ");
   writer_str(&l, op);
-  writer_str(&l, "(): double free of ");
+  /* A freeing call frees twice; realloc or malloc_usable_size uses a
+   * freed block. */
+  writer_str(&l, strstr(op, "free") != NULL ? "(): double free of " : "(): use after free of ");
   writer_hex(&l, (uintptr_t)p);
   writer_str(&l, " (a ");
   writer_dec(&l, block_size);
   writer_str(&l, "-byte block already free)");
+  emit_and_abort(&l);
+}
+
+void report_corrupt_free_list(const char *op, const void *slab_start, size_t block_size, uintptr_t target) {
+  writer_t l;
+  writer_init(&l, 2);
+  writer_str(&l, "gpa: ");
+  writer_str(&l, op);
+  writer_str(&l, "(): corrupted free list in the slab of ");
+  writer_dec(&l, block_size);
+  writer_str(&l, "-byte blocks at ");
+  writer_hex(&l, (uintptr_t)slab_start);
+  writer_str(&l, ": a link names ");
+  writer_hex(&l, target);
+  writer_str(&l, ", not one of its blocks (freed memory was written to)");
   emit_and_abort(&l);
 }
 

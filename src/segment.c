@@ -143,8 +143,8 @@ void segment_slab_free(gpa_segment_t *seg, gpa_slab_t *s) {
   for (unsigned i = 0; i < pages; i++) seg->page_slab[first + i] = &seg->slabs[0];
   s->in_use = 0;
   s->capacity = 0;
-  s->carved_bytes = 0;
-  s->free = NULL;
+  atomic_store_explicit(&s->carved_bytes, 0, memory_order_relaxed);
+  s->free_index = GPA_LIST_END;
   seg->free_pages |= mask;
   seg->dirty_pages |= mask;
   seg->used_pages -= pages;

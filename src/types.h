@@ -76,26 +76,41 @@
 #define GPA_LARGE_CACHE_MIN_BYTES ((size_t)8 << 20)
 #define GPA_LARGE_CACHE_MAX_BYTES ((size_t)256 << 20)
 
-/* A free block's first two words (every block holds at least 16 bytes). */
+/* Slab keys come from the kernel in batches of this many words: one
+ * getrandom(2) call per 16 new slabs. */
+#define GPA_HEAP_RANDOM_WORDS 16
+
+/* A free block's first two words (every block holds at least 16 bytes).
+ * Links are block indices, not addresses: whatever a program writes into a
+ * freed block, the allocator follows a link only once it has checked that
+ * the index names a carved block of the same slab (slab_pop_block).  A
+ * remote free list (thread_free) links addresses, which the owner checks
+ * one by one as it collects them (slab_collect). */
 typedef struct gpa_block {
-  uintptr_t next_encoded; /* next free block, XOR the slab's key */
+  uintptr_t next_encoded; /* owner's list: next block's index XOR the slab's key;
+                             remote list: next block's address XOR the key */
   uintptr_t free_mark;    /* the slab's key while free, 0 once handed out */
 } gpa_block_t;
+
+/* The end of a slab's free list: an index no slab reaches (a slab holds at
+ * most GPA_SLAB_MAX_PAGES * GPA_PAGE_SIZE / GPA_MIN_ALIGN blocks). */
+#define GPA_LIST_END UINT32_MAX
 
 struct gpa_heap;
 struct gpa_instance;
 
 typedef struct gpa_slab {
-  gpa_block_t *free;        /* owner's free list, popped by malloc */
+  uint32_t free_index;      /* owner's free list: index of its first block, or GPA_LIST_END */
   uint32_t used;            /* blocks handed out, remote frees not yet collected included
                                (1 while parked: see heap_park_slab) */
   uint32_t capacity;        /* blocks carved so far (lazily, GPA_EXTEND_BYTES at a time) */
-  uint32_t reserved;        /* blocks that fit in the slab */
   uint32_t block_size;
-  uint32_t carved_bytes;    /* capacity * block_size: the carved part of the slab */
-  uint64_t divides;         /* UINT64_MAX / block_size + 1: a multiply tests "is a block offset" */
-  uintptr_t key;            /* encodes next pointers, exposes double frees */
   uint8_t *start;           /* first block */
+  uintptr_t key;            /* random per slab: encodes links, marks free blocks */
+  _Atomic(uint32_t) carved_bytes; /* capacity * block_size; read by remote frees, so atomic */
+  uint32_t reserved;        /* blocks that fit in the slab */
+  uint64_t divides;         /* UINT64_MAX / block_size + 1: a multiply tests "is a block offset"
+                               and its high half is the block's index */
   uint8_t class_index;
   uint8_t page_count;
   uint8_t in_full;          /* parked on the heap's full list, not its class queue (owner only) */
@@ -104,6 +119,10 @@ typedef struct gpa_slab {
   _Atomic(uintptr_t) thread_free; /* blocks freed by other threads (encoded list) | SLAB_FULL_FLAG */
   struct gpa_slab *next, *prev;   /* class queue or full list */
 } gpa_slab_t;
+_Static_assert((uint64_t)GPA_SLAB_MAX_PAGES * GPA_PAGE_SIZE / GPA_MIN_ALIGN < GPA_LIST_END,
+               "a block index never reaches the list's end marker");
+_Static_assert((uint64_t)GPA_SLAB_MAX_PAGES * GPA_PAGE_SIZE < ((uint64_t)1 << 32),
+               "block offsets stay below 2^32, where the divisibility multiply is exact");
 
 typedef enum { GPA_SEGMENT_SMALL = 1, GPA_SEGMENT_LARGE = 2 } gpa_segment_kind_t;
 
@@ -138,6 +157,8 @@ typedef struct gpa_heap {
   uint32_t retired_pages;                   /* slab pages retired since dirty pages last aged */
   struct gpa_heap *next_in_pool;            /* instance's pool of unowned heaps */
   struct gpa_heap *next_all;                /* every heap of the instance */
+  uint32_t random_left;                     /* words of random_pool not yet used */
+  uintptr_t random_pool[GPA_HEAP_RANDOM_WORDS]; /* slab keys, from the kernel a batch at a time */
 } gpa_heap_t;
 
 typedef struct gpa_instance {

@@ -239,6 +239,66 @@ static void test_realloc_never_allocated(void **state) {
   assert_reported(&out, bad);
 }
 
+/* A freed small block used again: realloc to the same size (which would
+ * keep the block in place and hand it out twice) and malloc_usable_size
+ * must give the diagnostic free gives, from the owner's thread and from
+ * another one.  The report must come before the next malloc: a missed one
+ * shows up as the child exiting 9 after malloc returned the block again. */
+static void realloc_freed(void *arg) {
+  void *p = arg;
+  free(launder(p));
+  void *q = realloc(launder(p), opaque_size(32));
+  if (q == p && launder(malloc(opaque_size(32))) == p) _exit(9);
+}
+
+static void usable_size_freed(void *arg) {
+  free(launder(arg));
+  do_usable_size(arg);
+}
+
+static void *realloc_freed_thread(void *arg) {
+  realloc_freed(arg);
+  return NULL;
+}
+
+static void *usable_size_freed_thread(void *arg) {
+  usable_size_freed(arg);
+  return NULL;
+}
+
+static void in_other_thread(void *(*fn)(void *), void *arg) {
+  pthread_t t;
+  if (pthread_create(&t, NULL, fn, arg) != 0) _exit(3);
+  pthread_join(t, NULL);
+}
+
+static void realloc_freed_other_thread(void *arg) { in_other_thread(realloc_freed_thread, arg); }
+static void usable_size_freed_other_thread(void *arg) { in_other_thread(usable_size_freed_thread, arg); }
+
+static void assert_use_after_free_reported(void (*child)(void *), void *p, const char *op) {
+  outcome_t out;
+  run_child(child, p, &out);
+  assert_reported(&out, p);
+  char expected[64];
+  snprintf(expected, sizeof expected, "gpa: %s(): use after free of ", op);
+  if (strstr(out.err, expected) == NULL) fail_msg("expected \"%s\", got \"%s\"", expected, out.err);
+}
+
+static void test_freed_small_block_used_again(void **state) {
+  (void)state;
+  /* Two blocks, so the freed one is not its slab's last live block. */
+  void *keep = malloc(opaque_size(32));
+  void *p = malloc(opaque_size(32));
+  assert_non_null(keep);
+  assert_non_null(p);
+  assert_use_after_free_reported(realloc_freed, p, "realloc");
+  assert_use_after_free_reported(usable_size_freed, p, "malloc_usable_size");
+  assert_use_after_free_reported(realloc_freed_other_thread, p, "realloc");
+  assert_use_after_free_reported(usable_size_freed_other_thread, p, "malloc_usable_size");
+  free(p);
+  free(keep);
+}
+
 static void test_usable_size_stack_pointer(void **state) {
   (void)state;
   char local[32];
@@ -262,6 +322,7 @@ int main(void) {
     cmocka_unit_test(test_double_free_large),
     cmocka_unit_test(test_realloc_never_allocated),
     cmocka_unit_test(test_usable_size_stack_pointer),
+    cmocka_unit_test(test_freed_small_block_used_again),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

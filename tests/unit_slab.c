@@ -13,9 +13,18 @@
 #include "os.h"
 #include "size_class.h"
 
+/* The owner's free list, read the way the allocator reads it. */
+static gpa_block_t *list_block(const gpa_slab_t *s, uint32_t index) {
+  return index == GPA_LIST_END ? NULL : slab_block_at(s, index);
+}
+static gpa_block_t *list_head(const gpa_slab_t *s) { return list_block(s, s->free_index); }
+static gpa_block_t *list_next(const gpa_slab_t *s, const gpa_block_t *b) {
+  return list_block(s, (uint32_t)(b->next_encoded ^ s->key));
+}
+
 static size_t free_list_length(const gpa_slab_t *s) {
   size_t n = 0;
-  for (gpa_block_t *b = s->free; b != NULL; b = block_decode(s, b->next_encoded)) n++;
+  for (gpa_block_t *b = list_head(s); b != NULL; b = list_next(s, b)) n++;
   return n;
 }
 
@@ -53,35 +62,36 @@ static void test_slab_carves_lazily_and_accounts(void **state) {
   assert_int_equal(s->capacity, GPA_EXTEND_BYTES / 48);
   assert_int_equal(free_list_length(s), s->capacity);
   /* Every block on the list is a block start inside the slab. */
-  for (gpa_block_t *b = s->free; b != NULL; b = block_decode(s, b->next_encoded))
+  for (gpa_block_t *b = list_head(s); b != NULL; b = list_next(s, b))
     assert_true(slab_is_block_start(s, b));
   slab_check(s);
 
   /* A remote push flags nothing on a slab in a queue, and collect moves
    * the block back and lowers the live count. */
-  gpa_block_t *b = s->free;
-  s->free = block_decode(s, b->next_encoded);
-  s->used++;
-  assert_true(slab_block_looks_free(s, s->free));
+  gpa_block_t *b = slab_pop_block(s);
+  assert_int_equal(s->used, 1);
+  assert_false(slab_block_looks_free(s, b));
+  assert_true(slab_block_looks_free(s, list_head(s)));
   assert_false(slab_push_remote(s, b));
   assert_int_equal(s->used, 1);
   assert_true(slab_find_free_block(s, b));
   assert_true(slab_collect(s));
   assert_int_equal(s->used, 0);
-  assert_ptr_equal(s->free, b);
+  assert_ptr_equal(list_head(s), b);
   assert_false(slab_collect(s));
 
   /* A parked (full) slab: the next remote push reports the flag. */
-  gpa_block_t *saved_free = s->free;
-  s->free = NULL;
+  gpa_block_t *saved_free = list_head(s);
+  uint32_t saved_index = s->free_index;
+  s->free_index = GPA_LIST_END;
   assert_true(slab_try_mark_full(s));
   assert_true(slab_push_remote(s, b));
   assert_false(slab_try_mark_full(s)); /* a pending remote free blocks parking */
-  s->free = NULL;
+  s->free_index = GPA_LIST_END;
   s->used = 1;
   assert_true(slab_collect(s));
   assert_int_equal(s->used, 0);
-  s->free = saved_free;
+  s->free_index = saved_index;
 
   size_t pages_before = seg->used_pages;
   segment_slab_free(seg, s);
@@ -213,7 +223,7 @@ static void test_full_slab_parks_and_comes_back(void **state) {
   free(blocks[0]);
   assert_false(s->in_full);
   assert_int_equal(slab_used_blocks(s), s->reserved - 1);
-  assert_ptr_equal(s->free, blocks[0]);
+  assert_ptr_equal(list_head(s), blocks[0]);
   slab_check(s);
   for (int i = 1; i < N; i++) free(blocks[i]);
   free(blocks);
