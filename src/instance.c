@@ -367,9 +367,18 @@ static void on_fork_parent(void) {
   pthread_mutex_unlock(&registry_lock);
   for (size_t i = fork_hooks_set(); i-- > 0;) fork_hooks[i].parent();
 }
+/* The child's heaps draw fresh slab keys: keys left in a pool copied from
+ * the parent would repeat the parent's next ones. */
+static void instance_drop_random_pools(gpa_instance_t *inst) {
+  for (gpa_heap_t *h = inst->all_heaps; h != NULL; h = h->next_all) h->random_left = 0;
+}
 static void on_fork_child(void) {
   pthread_mutex_init(&gpa_default_instance.lock, NULL);
-  for (gpa_instance_t *inst = registry_first; inst != NULL; inst = inst->next_live) pthread_mutex_init(&inst->lock, NULL);
+  instance_drop_random_pools(&gpa_default_instance);
+  for (gpa_instance_t *inst = registry_first; inst != NULL; inst = inst->next_live) {
+    pthread_mutex_init(&inst->lock, NULL);
+    instance_drop_random_pools(inst);
+  }
   pthread_mutex_init(&registry_lock, NULL);
   for (size_t i = fork_hooks_set(); i-- > 0;) fork_hooks[i].child();
 }

@@ -200,9 +200,45 @@ static void test_keys_are_random_per_slab(void **state) {
   segment_small_release(seg);
 }
 
+/* A fork child draws its own keys: the parent's next slab and the child's
+ * first one, made from the same heap's pool, differ. */
+static uintptr_t next_slab_key(gpa_segment_t *seg) {
+  gpa_slab_t *s = segment_slab_alloc(seg, size_class_of(BLOCK));
+  assert_non_null(s);
+  uintptr_t key = s->key;
+  segment_slab_free(seg, s);
+  return key;
+}
+
+static void test_fork_child_draws_fresh_keys(void **state) {
+  (void)state;
+  gpa_heap_t *h = heap_current();
+  assert_non_null(h);
+  gpa_segment_t *seg = segment_small_acquire(h->instance, h);
+  assert_non_null(seg);
+  (void)next_slab_key(seg); /* the pool now holds words for the next slabs */
+  int fds[2];
+  assert_int_equal(pipe(fds), 0);
+  pid_t pid = fork();
+  assert_true(pid >= 0);
+  if (pid == 0) {
+    uintptr_t key = next_slab_key(seg);
+    _exit(write(fds[1], &key, sizeof key) == sizeof key ? 0 : 1);
+  }
+  uintptr_t child_key = 0;
+  assert_int_equal(read(fds[0], &child_key, sizeof child_key), sizeof child_key);
+  int status;
+  assert_int_equal(waitpid(pid, &status, 0), pid);
+  close(fds[0]);
+  close(fds[1]);
+  assert_int_not_equal(child_key, next_slab_key(seg));
+  segment_small_release(seg);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_keys_are_random_per_slab),
+    cmocka_unit_test(test_fork_child_draws_fresh_keys),
     cmocka_unit_test(test_forged_owner_link_is_reported),
     cmocka_unit_test(test_forged_remote_link_is_reported),
     cmocka_unit_test(test_random_writes_never_escape_the_class),
