@@ -442,6 +442,31 @@ static inline debug_header_t *record_before(debug_t *d, const void *p) {
   return h->pad == sizeof(debug_header_t) && header_intact(h, h->pad + 1) ? h : NULL;
 }
 
+/* Blocks aligned to half a segment (GPA_SEGMENT_SIZE / 2) or more: the core
+ * hands such a block out at a segment's middle or at the start of a mapping
+ * of its own (over-aligned), and the record, at that start, lies a whole
+ * alignment before the program's bytes: past the segment block_find looks
+ * in, or at a pointer the core's over-aligned map does not know.  Below
+ * this, the program's bytes are always in the core block's first segment. */
+#define FAR_RECORD_MIN_PAD (GPA_SEGMENT_SIZE / 2)
+
+/* The core block of such a block, for its user pointer `p`: tried at each
+ * pad `p`'s alignment allows, from the least up, and taken where a core
+ * block starts there and its record is intact and gives that pad.  Only
+ * pointers block_find does not know come here, so a few lookups at most. */
+static bool far_block_find(const void *p, gpa_block_info_t *info) {
+  uintptr_t at = (uintptr_t)p;
+  if (at == 0 || at % FAR_RECORD_MIN_PAD != 0) return false;
+  uintptr_t largest = at & -at; /* the largest power of two `p` is aligned to */
+  for (uintptr_t pad = FAR_RECORD_MIN_PAD; pad < at && pad <= largest; pad <<= 1) {
+    const debug_header_t *h = (const debug_header_t *)(at - pad);
+    if (block_find(h, info) && info->start == (const uint8_t *)h && header_intact(h, info->size) && h->pad == pad)
+      return true;
+    if (pad == largest) break; /* the next would overflow */
+  }
+  return false;
+}
+
 /* Classify `p` and, where there is a record, point *out at it.  No lock: the
  * caller reads the record's state again under its stripe's lock. */
 static find_result_t find_block(debug_t *d, const void *p, debug_header_t **out) {
@@ -452,7 +477,7 @@ static find_result_t find_block(debug_t *d, const void *p, debug_header_t **out)
   }
   gpa_block_info_t info;
   *out = NULL;
-  if (!block_find(p, &info)) return FIND_FOREIGN;
+  if (!block_find(p, &info) && !far_block_find(p, &info)) return FIND_FOREIGN;
   if (info.instance != d->inst) return info.instance == d->plain && d->plain != NULL ? FIND_PLAIN : FIND_OTHER_STATE;
   h = (debug_header_t *)info.start;
   if (!header_intact(h, info.size)) {
@@ -764,7 +789,8 @@ static void *alloc_op(debug_t *d, size_t size, size_t alignment, bool zero, uint
   if (alignment < GPA_MIN_ALIGN) alignment = GPA_MIN_ALIGN;
   size_t pad = alignment > sizeof(debug_header_t) ? alignment : sizeof(debug_header_t);
   size_t total; /* a zero-size block still gets a byte, so its address lies inside its core block */
-  if (__builtin_add_overflow(pad, size != 0 ? size : 1, &total) ||
+  if (pad > UINT32_MAX || /* the record keeps the pad in 32 bits */
+      __builtin_add_overflow(pad, size != 0 ? size : 1, &total) ||
       __builtin_add_overflow(total, guard_bytes(d), &total)) {
     errno = ENOMEM;
     return NULL;

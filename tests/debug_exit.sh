@@ -68,6 +68,15 @@ under leaks=1:exitcode=42 "$target" print-leak
 expect_status "exitcode=42" 42
 expect_in out "the program's buffered output is flushed before the exit code" "the program's own output"
 
+# Blocks aligned to half a segment and more: the record sits a whole
+# alignment before the program's bytes.
+under leaks=1:canaries=1 "$target" big-aligned
+expect_status "blocks aligned to 2 to 64 MiB: the leak exit code" 23
+expect_not_in err "... every step on them works" "big-aligned:"
+expect_in err "... the one dropped is a direct leak" "Direct leak of 300 byte(s) in 1 object(s) allocated from:"
+expect_in err "... with its stack" "in leak_aligned+"
+expect_in err "... and nothing else leaks" "SUMMARY: gpa: 300 byte(s) leaked in 1 allocation(s)"
+
 # ---- misuse through the drop-in ------------------------------------------------
 under checks=1 "$target" double-free
 expect_status "double free aborts" 134
