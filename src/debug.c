@@ -24,6 +24,7 @@
 #include <unistd.h>
 
 #include "debug_pause.h"
+#include "debug_threads.h"
 #include "writer.h"
 #include "os.h"
 #include "size_class.h"
@@ -51,10 +52,20 @@ static __thread uint32_t tls_thread_number __attribute__((tls_model("initial-exe
 static _Atomic(uint32_t) thread_numbers;
 
 /* Threads are numbered in the order they first allocate or free: 1 is the
- * first, usually the main thread. */
-static uint32_t thread_number(void) {
-  if (GPA_UNLIKELY(tls_thread_number == 0))
-    tls_thread_number = atomic_fetch_add_explicit(&thread_numbers, 1, memory_order_relaxed) + 1;
+ * first, usually the main thread.  That first call also tells the exit
+ * report that the thread's stack is a live one (debug_threads.h); looking
+ * the stack up may allocate, untraced as a capture's lookup is. */
+static GPA_NOINLINE uint32_t thread_first_call(void) {
+  tls_thread_number = atomic_fetch_add_explicit(&thread_numbers, 1, memory_order_relaxed) + 1;
+  bool inside = tls_inside;
+  tls_inside = true;
+  debug_threads_started();
+  tls_inside = inside;
+  return tls_thread_number;
+}
+
+static inline uint32_t thread_number(void) {
+  if (GPA_UNLIKELY(tls_thread_number == 0)) return thread_first_call();
   return tls_thread_number;
 }
 
@@ -786,6 +797,7 @@ static size_t core_block_size(const void *block, size_t total, size_t alignment)
 
 static void *alloc_op(debug_t *d, size_t size, size_t alignment, bool zero, uintptr_t ret_addr,
                       uintptr_t entry_frame, const char *op) {
+  uint32_t thread = thread_number(); /* first: a thread's first call may allocate */
   if (alignment < GPA_MIN_ALIGN) alignment = GPA_MIN_ALIGN;
   size_t pad = alignment > sizeof(debug_header_t) ? alignment : sizeof(debug_header_t);
   size_t total; /* a zero-size block still gets a byte, so its address lies inside its core block */
@@ -821,7 +833,7 @@ static void *alloc_op(debug_t *d, size_t size, size_t alignment, bool zero, uint
   h->pad = (uint32_t)pad;
   h->alloc_stack = stack;
   h->free_stack = 0;
-  h->alloc_thread = thread_number();
+  h->alloc_thread = thread;
   h->free_thread = 0;
   h->slack = slack < UINT32_MAX ? (uint32_t)slack : UINT32_MAX;
   h->align_log2 = (uint8_t)__builtin_ctzll(alignment);
@@ -906,6 +918,7 @@ static bool claim_block(debug_t *d, debug_header_t *h, void *p, const char *op, 
 static void free_op(debug_t *d, void *p, bool sized, size_t size, uintptr_t ret_addr, uintptr_t entry_frame,
                     const char *op) {
   if (p == NULL) return;
+  uint32_t thread = thread_number(); /* first: a thread's first call may allocate */
   /* checks=0: no free stacks and no size checks; misuse found anyway is
    * still reported, with the stack taken then. */
   stack_id_t here = d->config.checks ? capture_stack(d, ret_addr, entry_frame) : 0;
@@ -919,7 +932,7 @@ static void free_op(debug_t *d, void *p, bool sized, size_t size, uintptr_t ret_
   if (!block_checks_pass(d, h, sized, size, op, &here, ret_addr)) return;
   if (!claim_block(d, h, p, op, &here, ret_addr)) return;
   h->free_stack = here; /* the check covers neither this nor the thread */
-  h->free_thread = thread_number();
+  h->free_thread = thread;
   live_remove(d, h->size);
   count_free(d);
   if (d->config.verbose) log_event(d, op, h->size, p, false, ret_addr);

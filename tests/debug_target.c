@@ -16,6 +16,9 @@
  *     threads-exit 16 short-lived threads, each leaking one 48-byte block in
  *                  leak_in_thread, while two others go on allocating and
  *                  freeing through the exit report
+ *     thread-stack one thread leaks a 48-byte block (alloc_in_thread) whose
+ *                  only pointer it keeps on its own stack, and ends last:
+ *                  the C library keeps that stack for reuse, unscrubbed
  *     register     a thread still running at exit holds its block's only
  *                  pointer in a register (r15): not a leak
  *     big-aligned  blocks aligned to 2, 4, 8 and 64 MiB through
@@ -129,6 +132,40 @@ static void leak_in_threads_then_exit(void) {
     pthread_create(&t, NULL, leaking_thread, NULL);
     pthread_join(t, NULL);
   }
+}
+
+NOINLINE void *alloc_in_thread(void) {
+  void *p = malloc(48);
+  BARRIER();
+  return p;
+}
+
+/* Deeper in the thread's stack than the thread's own exit (key destructors,
+ * the heap's release) reaches, and within the 16 KiB (PTHREAD_STACK_MIN)
+ * below it that glibc keeps when it hands the rest of a dead thread's stack
+ * back to the kernel (MADV_DONTNEED): the pointer outlives the thread
+ * there.  8 KiB. */
+#define DEEP_FRAME_WORDS 1024
+
+/* The pointer stays at the bottom of this frame when the thread ends: only
+ * the cached stack of a thread that no longer runs still holds it. */
+NOINLINE void keep_deep_in_own_stack(void) {
+  volatile uintptr_t frame[DEEP_FRAME_WORDS];
+  frame[0] = (uintptr_t)alloc_in_thread();
+  (void)frame[0];
+  BARRIER();
+}
+
+static void *hold_on_own_stack(void *arg) {
+  (void)arg;
+  keep_deep_in_own_stack();
+  return NULL;
+}
+
+static void leak_on_a_dead_threads_stack(void) {
+  pthread_t t;
+  pthread_create(&t, NULL, hold_on_own_stack, NULL);
+  pthread_join(t, NULL);
 }
 
 /* Set by hold_in_register once its block's only pointer is in r15. */
@@ -260,6 +297,8 @@ int main(int argc, char **argv) {
     block_held_in_a_register();
   } else if (strcmp(mode, "big-aligned") == 0) {
     big_alignments();
+  } else if (strcmp(mode, "thread-stack") == 0) {
+    leak_on_a_dead_threads_stack();
   } else if (strcmp(mode, "threads-exit") == 0) {
     leak_in_threads_then_exit();
   } else if (strcmp(mode, "fork") == 0) {
