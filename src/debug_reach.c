@@ -63,7 +63,7 @@ typedef struct reach_work {
   uintptr_t array_lo, array_hi;
   reach_owned_fn owned;
   reach_ended_stack_fn ended_stack;
-  void *owned_ctx;
+  void *callback_ctx; /* for owned and ended_stack */
   /* The /proc/self/maps line before: where it ended, and whether it was
    * inaccessible (a guard page below a thread's stack, say). */
   uintptr_t previous_end;
@@ -224,7 +224,7 @@ static void scan_root_range(reach_work_t *w, uintptr_t lo, uintptr_t hi) {
     uintptr_t skip_to = exclusion_end(pos, &piece_end, w->work_lo, w->work_hi);
     if (skip_to == 0) skip_to = exclusion_end(pos, &piece_end, w->array_lo, w->array_hi);
     uintptr_t owned_end = 0;
-    if (skip_to == 0 && w->owned != NULL && w->owned(w->owned_ctx, pos, &owned_end))
+    if (skip_to == 0 && w->owned != NULL && w->owned(w->callback_ctx, pos, &owned_end))
       skip_to = owned_end > pos ? owned_end : piece_end; /* a bad end still moves on */
     if (skip_to != 0) {
       scan_root_run(w, run_lo, pos);
@@ -288,7 +288,7 @@ static void scan_maps_line(reach_work_t *w, const char *line, size_t len) {
   if (starts_with(p, end, "[vvar") || starts_with(p, end, "[vdso]") || starts_with(p, end, "[vsyscall]"))
     return;
   uintptr_t stack_end;
-  if (guarded && guard_end == start && w->ended_stack != NULL && w->ended_stack(w->owned_ctx, start, &stack_end))
+  if (guarded && guard_end == start && w->ended_stack != NULL && w->ended_stack(w->callback_ctx, start, &stack_end))
     start = stack_end < stop ? stack_end : stop;
   /* The calling thread's stack: only the frames above the checker's. */
   if (w->stack_from >= start && w->stack_from < stop) start = w->stack_from;
@@ -397,7 +397,7 @@ bool debug_reach_classify(reach_block_t *blocks, size_t n, reach_owned_fn owned,
     .lowest = blocks[0].start,
     .owned = owned,
     .ended_stack = ended_stack,
-    .owned_ctx = ctx,
+    .callback_ctx = ctx,
     .stack_from = stack_from,
     .page = os_page_size(),
     .pid = getpid(),
