@@ -24,6 +24,7 @@
 #include <unistd.h>
 
 #include "debug_pause.h"
+#include "debug_threads.h"
 #include "writer.h"
 #include "os.h"
 #include "size_class.h"
@@ -51,10 +52,20 @@ static __thread uint32_t tls_thread_number __attribute__((tls_model("initial-exe
 static _Atomic(uint32_t) thread_numbers;
 
 /* Threads are numbered in the order they first allocate or free: 1 is the
- * first, usually the main thread. */
-static uint32_t thread_number(void) {
-  if (GPA_UNLIKELY(tls_thread_number == 0))
-    tls_thread_number = atomic_fetch_add_explicit(&thread_numbers, 1, memory_order_relaxed) + 1;
+ * first, usually the main thread.  That first call also tells the exit
+ * report that the thread's stack is a live one (debug_threads.h); looking
+ * the stack up may allocate, untraced as a capture's lookup is. */
+static GPA_NOINLINE uint32_t thread_first_call(void) {
+  tls_thread_number = atomic_fetch_add_explicit(&thread_numbers, 1, memory_order_relaxed) + 1;
+  bool inside = tls_inside;
+  tls_inside = true;
+  debug_threads_started();
+  tls_inside = inside;
+  return tls_thread_number;
+}
+
+static inline uint32_t thread_number(void) {
+  if (GPA_UNLIKELY(tls_thread_number == 0)) return thread_first_call();
   return tls_thread_number;
 }
 
@@ -442,6 +453,31 @@ static inline debug_header_t *record_before(debug_t *d, const void *p) {
   return h->pad == sizeof(debug_header_t) && header_intact(h, h->pad + 1) ? h : NULL;
 }
 
+/* Blocks aligned to half a segment (GPA_SEGMENT_SIZE / 2) or more: the core
+ * hands such a block out at a segment's middle or at the start of a mapping
+ * of its own (over-aligned), and the record, at that start, lies a whole
+ * alignment before the program's bytes: past the segment block_find looks
+ * in, or at a pointer the core's over-aligned map does not know.  Below
+ * this, the program's bytes are always in the core block's first segment. */
+#define FAR_RECORD_MIN_PAD (GPA_SEGMENT_SIZE / 2)
+
+/* The core block of such a block, for its user pointer `p`: tried at each
+ * pad `p`'s alignment allows, from the least up, and taken where a core
+ * block starts there and its record is intact and gives that pad.  Only
+ * pointers block_find does not know come here, so a few lookups at most. */
+static bool far_block_find(const void *p, gpa_block_info_t *info) {
+  uintptr_t at = (uintptr_t)p;
+  if (at == 0 || at % FAR_RECORD_MIN_PAD != 0) return false;
+  uintptr_t largest = at & -at; /* the largest power of two `p` is aligned to */
+  for (uintptr_t pad = FAR_RECORD_MIN_PAD; pad < at && pad <= largest; pad <<= 1) {
+    const debug_header_t *h = (const debug_header_t *)(at - pad);
+    if (block_find(h, info) && info->start == (const uint8_t *)h && header_intact(h, info->size) && h->pad == pad)
+      return true;
+    if (pad == largest) break; /* the next would overflow */
+  }
+  return false;
+}
+
 /* Classify `p` and, where there is a record, point *out at it.  No lock: the
  * caller reads the record's state again under its stripe's lock. */
 static find_result_t find_block(debug_t *d, const void *p, debug_header_t **out) {
@@ -452,7 +488,7 @@ static find_result_t find_block(debug_t *d, const void *p, debug_header_t **out)
   }
   gpa_block_info_t info;
   *out = NULL;
-  if (!block_find(p, &info)) return FIND_FOREIGN;
+  if (!block_find(p, &info) && !far_block_find(p, &info)) return FIND_FOREIGN;
   if (info.instance != d->inst) return info.instance == d->plain && d->plain != NULL ? FIND_PLAIN : FIND_OTHER_STATE;
   h = (debug_header_t *)info.start;
   if (!header_intact(h, info.size)) {
@@ -761,10 +797,12 @@ static size_t core_block_size(const void *block, size_t total, size_t alignment)
 
 static void *alloc_op(debug_t *d, size_t size, size_t alignment, bool zero, uintptr_t ret_addr,
                       uintptr_t entry_frame, const char *op) {
+  uint32_t thread = thread_number(); /* first: a thread's first call may allocate */
   if (alignment < GPA_MIN_ALIGN) alignment = GPA_MIN_ALIGN;
   size_t pad = alignment > sizeof(debug_header_t) ? alignment : sizeof(debug_header_t);
   size_t total; /* a zero-size block still gets a byte, so its address lies inside its core block */
-  if (__builtin_add_overflow(pad, size != 0 ? size : 1, &total) ||
+  if (pad > UINT32_MAX || /* the record keeps the pad in 32 bits */
+      __builtin_add_overflow(pad, size != 0 ? size : 1, &total) ||
       __builtin_add_overflow(total, guard_bytes(d), &total)) {
     errno = ENOMEM;
     return NULL;
@@ -795,7 +833,7 @@ static void *alloc_op(debug_t *d, size_t size, size_t alignment, bool zero, uint
   h->pad = (uint32_t)pad;
   h->alloc_stack = stack;
   h->free_stack = 0;
-  h->alloc_thread = thread_number();
+  h->alloc_thread = thread;
   h->free_thread = 0;
   h->slack = slack < UINT32_MAX ? (uint32_t)slack : UINT32_MAX;
   h->align_log2 = (uint8_t)__builtin_ctzll(alignment);
@@ -880,6 +918,7 @@ static bool claim_block(debug_t *d, debug_header_t *h, void *p, const char *op, 
 static void free_op(debug_t *d, void *p, bool sized, size_t size, uintptr_t ret_addr, uintptr_t entry_frame,
                     const char *op) {
   if (p == NULL) return;
+  uint32_t thread = thread_number(); /* first: a thread's first call may allocate */
   /* checks=0: no free stacks and no size checks; misuse found anyway is
    * still reported, with the stack taken then. */
   stack_id_t here = d->config.checks ? capture_stack(d, ret_addr, entry_frame) : 0;
@@ -893,7 +932,7 @@ static void free_op(debug_t *d, void *p, bool sized, size_t size, uintptr_t ret_
   if (!block_checks_pass(d, h, sized, size, op, &here, ret_addr)) return;
   if (!claim_block(d, h, p, op, &here, ret_addr)) return;
   h->free_stack = here; /* the check covers neither this nor the thread */
-  h->free_thread = thread_number();
+  h->free_thread = thread;
   live_remove(d, h->size);
   count_free(d);
   if (d->config.verbose) log_event(d, op, h->size, p, false, ret_addr);

@@ -8,6 +8,7 @@
 #include <pthread.h>
 #include <sched.h>
 
+#include "debug_threads.h"
 #include "os.h"
 
 __thread debug_thread_t *debug_tls_thread __attribute__((tls_model("initial-exec")));
@@ -40,11 +41,13 @@ static void spin_once(unsigned *spins) {
 
 /* ---- records ----------------------------------------------------------------- */
 
-/* The thread is ending: its record is free for the next new thread.  A
- * later call of the thread's (another key's destructor that frees) claims
- * one again, and the C library calls this again for it. */
+/* The thread is ending: its record is free for the next new thread, and
+ * its stack no root for the exit report (debug_threads.h).  A later call
+ * of the thread's (another key's destructor that frees) claims one again,
+ * and the C library calls this again for it. */
 static void thread_record_release(void *value) {
   debug_thread_t *t = value;
+  debug_threads_ended();
   if (debug_tls_thread == t) debug_tls_thread = NULL;
   atomic_store_explicit(&t->claimed, 0, memory_order_release);
 }

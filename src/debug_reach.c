@@ -62,7 +62,12 @@ typedef struct reach_work {
   uintptr_t work_lo, work_hi;
   uintptr_t array_lo, array_hi;
   reach_owned_fn owned;
-  void *owned_ctx;
+  reach_ended_stack_fn ended_stack;
+  void *callback_ctx; /* for owned and ended_stack */
+  /* The /proc/self/maps line before: where it ended, and whether it was
+   * inaccessible (a guard page below a thread's stack, say). */
+  uintptr_t previous_end;
+  bool previous_inaccessible;
   uintptr_t stack_from;
   size_t page;
   pid_t pid;
@@ -219,7 +224,7 @@ static void scan_root_range(reach_work_t *w, uintptr_t lo, uintptr_t hi) {
     uintptr_t skip_to = exclusion_end(pos, &piece_end, w->work_lo, w->work_hi);
     if (skip_to == 0) skip_to = exclusion_end(pos, &piece_end, w->array_lo, w->array_hi);
     uintptr_t owned_end = 0;
-    if (skip_to == 0 && w->owned != NULL && w->owned(w->owned_ctx, pos, &owned_end))
+    if (skip_to == 0 && w->owned != NULL && w->owned(w->callback_ctx, pos, &owned_end))
       skip_to = owned_end > pos ? owned_end : piece_end; /* a bad end still moves on */
     if (skip_to != 0) {
       scan_root_run(w, run_lo, pos);
@@ -260,13 +265,20 @@ static bool starts_with(const char *s, const char *end, const char *prefix) {
 /* One line of /proc/self/maps: "start-end perms offset dev inode   path".
  * Readable, writable, private mappings are roots (rw-p, and rwxp where a
  * program has one); the kernel's own pages ([vvar], [vvar_vclock], [vdso],
- * [vsyscall]) never are. */
+ * [vsyscall]) never are, nor the stack of an ended thread at the start of a
+ * mapping that sits on a guard page (reach_ended_stack_fn). */
 static void scan_maps_line(reach_work_t *w, const char *line, size_t len) {
   const char *p = line, *end = line + len;
   uintptr_t start, stop;
+  bool guarded = w->previous_inaccessible;
+  uintptr_t guard_end = w->previous_end;
+  w->previous_end = 0;
   if (!parse_hex(&p, end, &start) || p == end || *p++ != '-') return;
   if (!parse_hex(&p, end, &stop) || p == end || *p++ != ' ') return;
-  if (end - p < 4 || p[0] != 'r' || p[1] != 'w' || p[3] != 'p') return;
+  if (end - p < 4) return;
+  w->previous_end = stop;
+  w->previous_inaccessible = p[0] == '-' && p[1] == '-' && p[2] == '-';
+  if (p[0] != 'r' || p[1] != 'w' || p[3] != 'p') return;
   p += 4;
   for (int field = 0; field < 3; field++) { /* offset, device, inode */
     while (p < end && *p == ' ') p++;
@@ -275,9 +287,12 @@ static void scan_maps_line(reach_work_t *w, const char *line, size_t len) {
   while (p < end && *p == ' ') p++;
   if (starts_with(p, end, "[vvar") || starts_with(p, end, "[vdso]") || starts_with(p, end, "[vsyscall]"))
     return;
+  uintptr_t stack_end;
+  if (guarded && guard_end == start && w->ended_stack != NULL && w->ended_stack(w->callback_ctx, start, &stack_end))
+    start = stack_end < stop ? stack_end : stop;
   /* The calling thread's stack: only the frames above the checker's. */
   if (w->stack_from >= start && w->stack_from < stop) start = w->stack_from;
-  scan_root_range(w, start, stop);
+  if (start < stop) scan_root_range(w, start, stop);
 }
 
 /* Every root, line by line; lines may be split across reads. */
@@ -370,8 +385,8 @@ static void classify_lost(reach_work_t *w) {
   for (size_t i = 0; i < w->n; i++) w->blocks[i].state &= ~STATE_SCANNED_BIT;
 }
 
-bool debug_reach_classify(reach_block_t *blocks, size_t n, reach_owned_fn owned, void *ctx,
-                          uintptr_t stack_from) {
+bool debug_reach_classify(reach_block_t *blocks, size_t n, reach_owned_fn owned, reach_ended_stack_fn ended_stack,
+                          void *ctx, uintptr_t stack_from) {
   for (size_t i = 0; i < n; i++) blocks[i].state = REACH_DIRECT;
   if (n == 0) return true;
   int saved_errno = errno;
@@ -381,7 +396,8 @@ bool debug_reach_classify(reach_block_t *blocks, size_t n, reach_owned_fn owned,
     .n = n,
     .lowest = blocks[0].start,
     .owned = owned,
-    .owned_ctx = ctx,
+    .ended_stack = ended_stack,
+    .callback_ctx = ctx,
     .stack_from = stack_from,
     .page = os_page_size(),
     .pid = getpid(),

@@ -2,7 +2,8 @@
  * debug_reach.h: which unfreed blocks the program can still reach.  A
  * conservative scan, as leak checkers do it: every word of the roots (all
  * readable, writable private mappings of the process: modules' data and
- * bss, thread stacks, TLS, memory the program mapped itself, and so the
+ * bss, thread stacks (but those of threads that have ended), TLS, memory
+ * the program mapped itself, and so the
  * other threads' registers once debug_threads_stop has copied them into
  * such a mapping), then of every
  * block reached, is taken for a pointer if it lands inside a block.
@@ -34,8 +35,17 @@ typedef struct reach_block {
  * or every block it names looks reachable. */
 typedef bool (*reach_owned_fn)(void *ctx, uintptr_t addr, uintptr_t *end);
 
+/* A thread's stack that is no root, though mapped like one: true when `lo`,
+ * the start of a mapping right above an inaccessible one (a stack's guard
+ * page), is where the stack of a thread that has ended starts, with *end
+ * set to where that stack ends.  Asked only for such mappings, so a range
+ * noted once and since unmapped and reused by other memory is not left
+ * out unless it looks like a thread's stack again. */
+typedef bool (*reach_ended_stack_fn)(void *ctx, uintptr_t lo, uintptr_t *end);
+
 /* Classify `blocks` (sorted by start, not overlapping).  A word anywhere in
  * [start, start + size) reaches the block (a size 0 block: its start only).
+ * `owned` and `ended_stack` (either may be NULL) are called with `ctx`.
  * The calling thread's stack is scanned from `stack_from` (an address in
  * the caller's frame) upwards only, so the checker's own locals do not keep
  * blocks alive; 0 scans it whole.  Values that frames above `stack_from`
@@ -46,7 +56,7 @@ typedef bool (*reach_owned_fn)(void *ctx, uintptr_t addr, uintptr_t *end);
  * stay mapped.  Memory for the work is taken from the os layer and given
  * back; errno is left as it was.  Returns false (every state left
  * REACH_DIRECT) when the roots cannot be read or work memory is short. */
-bool debug_reach_classify(reach_block_t *blocks, size_t n, reach_owned_fn owned, void *ctx,
-                          uintptr_t stack_from);
+bool debug_reach_classify(reach_block_t *blocks, size_t n, reach_owned_fn owned, reach_ended_stack_fn ended_stack,
+                          void *ctx, uintptr_t stack_from);
 
 #endif /* GPA_DEBUG_REACH_H */

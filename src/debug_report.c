@@ -100,6 +100,13 @@ static bool in_allocator_memory(void *ctx, uintptr_t addr, uintptr_t *end) {
   return true;
 }
 
+/* Nor is the stack of a thread that has ended, kept by the C library for
+ * its next thread: what is left on it reaches nothing. */
+static bool ended_thread_stack(void *ctx, uintptr_t lo, uintptr_t *end) {
+  (void)ctx;
+  return debug_threads_ended_stack(lo, end);
+}
+
 static const char *const state_titles[] = {
   [REACH_DIRECT] = "Direct leak",
   [REACH_INDIRECT] = "Indirect leak",
@@ -193,7 +200,8 @@ size_t debug_report_leaks(debug_t *d, bool at_exit) {
   if (at_exit) {
     /* The other threads' registers are roots too: held still meanwhile. */
     debug_threads_stop();
-    debug_reach_classify(blocks, count, in_allocator_memory, NULL, (uintptr_t)__builtin_frame_address(0));
+    debug_reach_classify(blocks, count, in_allocator_memory, ended_thread_stack, NULL,
+                         (uintptr_t)__builtin_frame_address(0));
     debug_threads_resume();
   }
   debug_resume_all();

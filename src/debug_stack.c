@@ -120,6 +120,14 @@ static inline void stack_bounds(uintptr_t here, uintptr_t *lo, uintptr_t *hi) {
   *hi = *lo + page;
 }
 
+bool debug_stack_thread_bounds(bool look_up, uintptr_t *lo, uintptr_t *hi) {
+  if (thread_stack_hi == 0 && look_up) stack_bounds_lookup();
+  if (thread_stack_hi == 0 || thread_stack_hi == STACK_BOUNDS_UNKNOWN) return false;
+  *lo = thread_stack_lo;
+  *hi = thread_stack_hi;
+  return true;
+}
+
 /* ---- capture ----------------------------------------------------------------- */
 
 /* A frame record on x86-64 with frame pointers: the caller's frame pointer,

@@ -49,6 +49,12 @@ unsigned debug_stack_capture(uintptr_t *frames, unsigned max, uintptr_t ret_addr
  * is debug_stack_capture's. */
 stack_id_t debug_stack_capture_id(unsigned max, uintptr_t ret_addr, uintptr_t entry_frame);
 
+/* The calling thread's stack, [*lo, *hi), as the captures know it; looked
+ * up first, if no capture has yet, when `look_up` (pthread_getattr_np,
+ * which may allocate: as for the first capture, the caller keeps those
+ * allocations from being traced).  false when it is not known. */
+bool debug_stack_thread_bounds(bool look_up, uintptr_t *lo, uintptr_t *hi);
+
 /* The id of this stack in the depot, adding it if new; 0 when n == 0 or
  * the depot cannot grow.  Thread-safe and lock-free for stacks already in
  * it.  Adding takes a spinlock, held for a copy of at most

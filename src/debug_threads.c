@@ -6,6 +6,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <sched.h>
 #include <signal.h>
 #include <stdatomic.h>
@@ -16,6 +17,7 @@
 #include <ucontext.h>
 #include <unistd.h>
 
+#include "debug_stack.h"
 #include "os.h"
 
 /* A real-time signal near the top of the range: programs that use
@@ -197,4 +199,78 @@ void debug_threads_resume(void) {
   /* A thread that answers late could still write here: keep it then. */
   if (all_back) os_release(stop.registers, stop.bytes);
   stop.registers = NULL;
+}
+
+/* ---- ended threads' stacks ------------------------------------------------------ */
+
+/* Ended stacks remembered at once.  The C library caches up to 40 MiB of
+ * them: 1024 covers its cache for stacks down to 40 KiB.  One past that is
+ * scanned like any other memory, as before it was noted. */
+#define ENDED_STACK_SLOTS 1024
+
+/* A slot is free while lo is 0.  Taken by a compare-and-swap of lo, then
+ * filled by a store of hi; emptied hi first: readers take a slot only with
+ * both set. */
+static struct {
+  _Atomic(uintptr_t) lo, hi;
+} ended[ENDED_STACK_SLOTS];
+
+void debug_threads_started(void) {
+  uintptr_t lo, hi;
+  if (!debug_stack_thread_bounds(true, &lo, &hi)) return;
+  for (size_t i = 0; i < ENDED_STACK_SLOTS; i++) {
+    uintptr_t slot_lo = atomic_load(&ended[i].lo), slot_hi = atomic_load(&ended[i].hi);
+    if (slot_lo == 0 || slot_lo >= hi || slot_hi <= lo) continue;
+    atomic_store(&ended[i].hi, 0);
+    atomic_compare_exchange_strong(&ended[i].lo, &slot_lo, 0);
+  }
+}
+
+void debug_threads_ended(void) {
+  uintptr_t lo, hi;
+  if (!debug_stack_thread_bounds(false, &lo, &hi)) return;
+  /* Up to the thread's descriptor (the thread pointer; the static TLS lies
+   * below it): the C library keeps the descriptor with the stack, and the
+   * blocks it points to (the TLS vector) for the next thread. */
+  uintptr_t self = (uintptr_t)pthread_self();
+  if (self > lo && self < hi) hi = self;
+  /* The C library runs the exit's destructors again when one allocates:
+   * the stack may be noted already. */
+  for (size_t i = 0; i < ENDED_STACK_SLOTS; i++) {
+    if (atomic_load(&ended[i].lo) == lo) {
+      atomic_store(&ended[i].hi, hi);
+      return;
+    }
+  }
+  for (size_t i = 0; i < ENDED_STACK_SLOTS; i++) {
+    uintptr_t free_slot = 0;
+    if (atomic_compare_exchange_strong(&ended[i].lo, &free_slot, lo)) {
+      atomic_store(&ended[i].hi, hi);
+      return;
+    }
+  }
+}
+
+/* Whether a thread that answered the stop was running on [lo, hi). */
+static bool answered_thread_runs_on(uintptr_t lo, uintptr_t hi) {
+  if (stop.registers == NULL) return false;
+  size_t filled = atomic_load(&stop.next_slot);
+  for (size_t i = 0; i < filled && i < stop.slots; i++) {
+    if (atomic_load(&stop.answered_by[i]) == 0) continue;
+    uintptr_t sp = stop.registers[i * REGISTER_WORDS + REG_RSP];
+    if (sp >= lo && sp < hi) return true;
+  }
+  return false;
+}
+
+bool debug_threads_ended_stack(uintptr_t lo, uintptr_t *hi) {
+  uintptr_t here = (uintptr_t)__builtin_frame_address(0);
+  for (size_t i = 0; i < ENDED_STACK_SLOTS; i++) {
+    uintptr_t slot_hi = atomic_load(&ended[i].hi);
+    if (slot_hi == 0 || atomic_load(&ended[i].lo) != lo) continue;
+    if ((here >= lo && here < slot_hi) || answered_thread_runs_on(lo, slot_hi)) return false;
+    *hi = slot_hi;
+    return true;
+  }
+  return false;
 }

@@ -16,11 +16,21 @@
  *     threads-exit 16 short-lived threads, each leaking one 48-byte block in
  *                  leak_in_thread, while two others go on allocating and
  *                  freeing through the exit report
+ *     thread-stack one thread leaks a 48-byte block (alloc_in_thread) whose
+ *                  only pointer it keeps on its own stack, and ends last:
+ *                  the C library keeps that stack for reuse, unscrubbed
  *     register     a thread still running at exit holds its block's only
  *                  pointer in a register (r15): not a leak
+ *     big-aligned  blocks aligned to 2, 4, 8 and 64 MiB through
+ *                  posix_memalign, aligned_alloc and memalign: sized,
+ *                  reallocated and freed (a line on stderr for each step
+ *                  that goes wrong), and one 300-byte block of them leaked
+ *                  in leak_aligned
  */
+#include <malloc.h>
 #include <pthread.h>
 #include <sched.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -124,6 +134,40 @@ static void leak_in_threads_then_exit(void) {
   }
 }
 
+NOINLINE void *alloc_in_thread(void) {
+  void *p = malloc(48);
+  BARRIER();
+  return p;
+}
+
+/* Deeper in the thread's stack than the thread's own exit (key destructors,
+ * the heap's release) reaches, and within the 16 KiB (PTHREAD_STACK_MIN)
+ * below it that glibc keeps when it hands the rest of a dead thread's stack
+ * back to the kernel (MADV_DONTNEED): the pointer outlives the thread
+ * there.  8 KiB. */
+#define DEEP_FRAME_WORDS 1024
+
+/* The pointer stays at the bottom of this frame when the thread ends: only
+ * the cached stack of a thread that no longer runs still holds it. */
+NOINLINE void keep_deep_in_own_stack(void) {
+  volatile uintptr_t frame[DEEP_FRAME_WORDS];
+  frame[0] = (uintptr_t)alloc_in_thread();
+  (void)frame[0];
+  BARRIER();
+}
+
+static void *hold_on_own_stack(void *arg) {
+  (void)arg;
+  keep_deep_in_own_stack();
+  return NULL;
+}
+
+static void leak_on_a_dead_threads_stack(void) {
+  pthread_t t;
+  pthread_create(&t, NULL, hold_on_own_stack, NULL);
+  pthread_join(t, NULL);
+}
+
 /* Set by hold_in_register once its block's only pointer is in r15. */
 volatile int held_in_register_ready;
 void *hold_in_register(void *arg);
@@ -155,6 +199,52 @@ static void block_held_in_a_register(void) {
   pthread_create(&t, NULL, hold_in_register, NULL);
   while (!held_in_register_ready) sched_yield();
   scrub_stack();
+}
+
+#define MIB ((size_t)1 << 20)
+
+/* Drops its block: the pointer lives only in this frame, scrubbed after. */
+NOINLINE void leak_aligned(void) {
+  void *volatile p = aligned_alloc(8 * MIB, 300);
+  (void)p;
+  BARRIER();
+}
+
+static int aligned_step_failed(const char *how, size_t align, const char *what) {
+  fprintf(stderr, "big-aligned: %s, aligned to %zu: %s failed\n", how, align, what);
+  return 1;
+}
+
+/* One aligned block through the family: its alignment, size, a realloc
+ * that moves it (malloc's alignment) with the bytes kept, and the free. */
+static int use_aligned(const char *how, size_t align, unsigned char *p) {
+  if (p == NULL || (uintptr_t)p % align != 0) return aligned_step_failed(how, align, "the allocation");
+  memset(p, 'b', 1001);
+  if (malloc_usable_size(p) != 1001) return aligned_step_failed(how, align, "malloc_usable_size");
+  unsigned char *q = realloc(p, 3000);
+  if (q == NULL) return aligned_step_failed(how, align, "realloc");
+  for (size_t k = 0; k < 1001; k++)
+    if (q[k] != 'b') return aligned_step_failed(how, align, "realloc's copy");
+  free(q);
+  return 0;
+}
+
+static int big_alignments(void) {
+  static const size_t aligns[] = {2 * MIB, 4 * MIB, 8 * MIB, 64 * MIB};
+  int failures = 0;
+  for (size_t i = 0; i < sizeof aligns / sizeof aligns[0]; i++) {
+    size_t align = aligns[i];
+    void *p = NULL;
+    if (posix_memalign(&p, align, 1001) != 0) p = NULL;
+    failures += use_aligned("posix_memalign", align, p);
+    failures += use_aligned("aligned_alloc", align, aligned_alloc(align, 1001));
+    failures += use_aligned("memalign", align, memalign(align, 1001));
+    void *f = memalign(align, 1001);
+    free(f); /* a plain free too, without a realloc first */
+  }
+  leak_aligned();
+  scrub_stack();
+  return failures;
 }
 
 static int fork_while_allocating(void) {
@@ -205,6 +295,10 @@ int main(int argc, char **argv) {
     scrub_stack();
   } else if (strcmp(mode, "register") == 0) {
     block_held_in_a_register();
+  } else if (strcmp(mode, "big-aligned") == 0) {
+    big_alignments();
+  } else if (strcmp(mode, "thread-stack") == 0) {
+    leak_on_a_dead_threads_stack();
   } else if (strcmp(mode, "threads-exit") == 0) {
     leak_in_threads_then_exit();
   } else if (strcmp(mode, "fork") == 0) {

@@ -381,6 +381,63 @@ static void test_alloc_fill_zeroing_and_alignment(void **state) {
   assert_int_equal(gpa_deinit(&gpa), GPA_OK);
 }
 
+/* Alignments from half a segment (2 MiB) up: the core hands such blocks
+ * out at the start of a mapping of their own or at a segment's middle, and
+ * the record goes a whole alignment before the program's bytes.  Each size
+ * is an odd one, so the guard bytes are checked too. */
+#define MIB ((size_t)1 << 20)
+static const size_t big_alignments[] = {2 * MIB, 4 * MIB, 8 * MIB, 64 * MIB};
+#define BIG_ALIGNMENTS (sizeof big_alignments / sizeof big_alignments[0])
+
+NOINLINE void *leak_big_aligned(gpa_allocator_t a, size_t align) {
+  void *p = gpa_raw_alloc(a, 300, align);
+  BARRIER();
+  return p;
+}
+
+/* Every operation on such blocks; exits 0 when all went as they should,
+ * else with the number of the step that did not (an abort: the layer did
+ * not find its record). */
+void big_alignment_child(void *arg) {
+  (void)arg;
+  gpa_t gpa;
+  gpa_config_t c = debug_config();
+  c.debug.leaks = true;
+  c.debug.quarantine = 1 << 20; /* freed blocks wait there, then go back to the core */
+  gpa_allocator_t a = debug_instance(&gpa, c);
+  for (size_t i = 0; i < BIG_ALIGNMENTS; i++) {
+    size_t align = big_alignments[i];
+    unsigned char *p = gpa_raw_alloc(a, 1001, align);
+    if (p == NULL || (uintptr_t)p % align != 0) _exit(10);
+    memset(p, 'b', 1001);
+    if (!gpa_owns(&gpa, p) || gpa_live_bytes(&gpa) != 1001) _exit(11);
+    if (!gpa_raw_resize(a, p, 1001, align, 999) || gpa_live_bytes(&gpa) != 999) _exit(12);
+    unsigned char *q = gpa_raw_realloc(a, p, 999, 3000, 1, align);
+    if (q == NULL || (uintptr_t)q % align != 0) _exit(13);
+    for (size_t k = 0; k < 999; k++)
+      if (q[k] != 'b') _exit(14);
+    if (gpa_owns(&gpa, p) && p != q) _exit(15);
+    gpa_raw_free(a, q, 3000, align);
+    if (gpa_live_count(&gpa) != 0) _exit(16);
+  }
+  void *kept = leak_big_aligned(a, 8 * MIB);
+  if (kept == NULL) _exit(17);
+  gpa_status_t s = gpa_deinit(&gpa);
+  _exit(s == GPA_LEAK && gpa.leaked_blocks == 1 && gpa.leaked_bytes == 300 ? 0 : 18);
+}
+
+static void test_blocks_aligned_to_half_a_segment_and_more(void **state) {
+  (void)state;
+  outcome_t out;
+  run_child(big_alignment_child, NULL, &out);
+  print_message("child stderr:\n%s", out.err);
+  assert_true(WIFEXITED(out.status));
+  assert_int_equal(WEXITSTATUS(out.status), 0);
+  const char *parts[] = {"gpa: leak report for the gpa_t at 0x", ": 1 block(s) still live at gpa_deinit\n",
+                         "\nDirect leak of 300 byte(s) in 1 object(s) allocated from:\n", "in leak_big_aligned+"};
+  assert_report_has(&out, parts, sizeof parts / sizeof parts[0]);
+}
+
 static void test_resize_in_place_keeps_guard(void **state) {
   (void)state;
   gpa_t gpa;
@@ -627,6 +684,7 @@ int main(void) {
     cmocka_unit_test(test_leaks_at_deinit_grouped_largest_first),
     cmocka_unit_test(test_no_report_without_leaks),
     cmocka_unit_test(test_alloc_fill_zeroing_and_alignment),
+    cmocka_unit_test(test_blocks_aligned_to_half_a_segment_and_more),
     cmocka_unit_test(test_resize_in_place_keeps_guard),
     cmocka_unit_test(test_memory_limit_refuses_with_enomem),
     cmocka_unit_test(test_continue_on_error_reports_and_goes_on),

@@ -112,7 +112,7 @@ static NOINLINE void clear_global(void) { global_slot = 0; }
  * depth or deeper, so their leftovers are below `stack_from` too. */
 static NOINLINE bool classify_blocks_here(reach_block_t *blocks, size_t n) {
   volatile bool ok =
-    debug_reach_classify(blocks, n, owned_by_allocator, NULL, (uintptr_t)__builtin_frame_address(0));
+    debug_reach_classify(blocks, n, owned_by_allocator, NULL, NULL, (uintptr_t)__builtin_frame_address(0));
   AFTER_CALL();
   return ok;
 }
@@ -320,6 +320,61 @@ static void test_program_mapping_is_root(void **state) {
    * copies of `p`. */
 }
 
+/* Ended threads' stacks: mappings the callback names.  The first sits on
+ * a guard page (an inaccessible mapping just below), as the C library's
+ * thread stacks do; the second on a readable page, as other memory may,
+ * so it stays a root whatever the callback says.  Pages: guard, stack,
+ * "descriptor" above the stack's end. */
+#define ENDED_PAGES 3
+
+static volatile uintptr_t *guarded_stack, *unguarded_stack;
+
+static bool ended_stack_named(void *ctx, uintptr_t lo, uintptr_t *end) {
+  (void)ctx;
+  size_t page = os_page_size();
+  if (lo != (uintptr_t)guarded_stack && lo != (uintptr_t)unguarded_stack) return false;
+  *end = lo + page; /* the page above, the descriptor's, stays a root */
+  return true;
+}
+
+static NOINLINE bool classify_with_ended_stacks_here(void) {
+  volatile bool ok = debug_reach_classify(fixture_blocks, BLOCK_COUNT, owned_by_allocator, ended_stack_named, NULL,
+                                          (uintptr_t)__builtin_frame_address(0));
+  AFTER_CALL();
+  return ok;
+}
+
+/* The page below the stack made inaccessible (a guard) or read-only. */
+static volatile uintptr_t *map_stack(int below) {
+  size_t page = os_page_size();
+  uint8_t *p = mmap(NULL, ENDED_PAGES * page, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  assert_true(p != MAP_FAILED);
+  assert_int_equal(mprotect(p, page, below), 0);
+  return (volatile uintptr_t *)(p + page);
+}
+
+static NOINLINE void store_in_stacks(void) {
+  size_t words = os_page_size() / sizeof(uintptr_t);
+  guarded_stack[3] = block_addr(30);
+  guarded_stack[words + 3] = block_addr(31); /* past the stack's end */
+  unguarded_stack[3] = block_addr(32);
+}
+
+static void test_ended_thread_stack_is_not_root(void **state) {
+  (void)state;
+  guarded_stack = map_stack(PROT_NONE);
+  unguarded_stack = map_stack(PROT_READ);
+  store_in_stacks();
+  assert_true(classify_with_ended_stacks_here());
+  assert_int_equal(state_of(30), REACH_DIRECT);
+  assert_int_equal(state_of(31), REACH_REACHABLE);
+  assert_int_equal(state_of(32), REACH_REACHABLE);
+  /* Without the callback, every one is a root. */
+  assert_true(classify_here());
+  assert_int_equal(state_of(30), REACH_REACHABLE);
+  /* Left mapped, as in test_program_mapping_is_root. */
+}
+
 /* Over a thousand lines of /proc/self/maps, read in pieces of a few KiB:
  * a line lost where a read splits it would lose the root in it. */
 #define MANY_PAGES 1200
@@ -387,7 +442,7 @@ static void test_unreadable_pages_are_skipped(void **state) {
  * which shows it really is on the stack. */
 static NOINLINE bool hold_below_and_classify(size_t i, uintptr_t stack_from) {
   volatile uintptr_t held = block_addr(i);
-  volatile bool ok = debug_reach_classify(fixture_blocks, BLOCK_COUNT, owned_by_allocator, NULL, stack_from);
+  volatile bool ok = debug_reach_classify(fixture_blocks, BLOCK_COUNT, owned_by_allocator, NULL, NULL, stack_from);
   held = 0;
   (void)held;
   return ok;
@@ -473,7 +528,7 @@ static void test_errno_and_empty_input(void **state) {
   assert_int_equal(errno, EDOM);
   assert_int_equal(state_of(1), REACH_REACHABLE);
   clear_global();
-  assert_true(debug_reach_classify(fixture_blocks, 0, owned_by_allocator, NULL, 0));
+  assert_true(debug_reach_classify(fixture_blocks, 0, owned_by_allocator, NULL, NULL, 0));
   assert_int_equal(errno, EDOM);
 }
 
@@ -610,7 +665,7 @@ static void test_random_layout_matches_plain_search(void **state) {
   assert_true(roots != MAP_FAILED);
   random_roots = roots;
   aim_random_roots();
-  volatile bool ok = debug_reach_classify(random_blocks, RANDOM_BLOCKS, owned_clusters, NULL,
+  volatile bool ok = debug_reach_classify(random_blocks, RANDOM_BLOCKS, owned_clusters, NULL, NULL,
                                           (uintptr_t)__builtin_frame_address(0));
   assert_true(ok);
   size_t reachable = 0;
@@ -633,6 +688,7 @@ int main(void) {
     cmocka_unit_test_setup(test_interior_pointer_and_bounds, region_setup),
     cmocka_unit_test_setup(test_other_thread_stack_is_root, region_setup),
     cmocka_unit_test_setup(test_program_mapping_is_root, region_setup),
+    cmocka_unit_test_setup(test_ended_thread_stack_is_not_root, region_setup),
     cmocka_unit_test_setup(test_many_mappings, region_setup),
     cmocka_unit_test_setup(test_unreadable_pages_are_skipped, region_setup),
     cmocka_unit_test_setup(test_checker_frames_are_not_roots, region_setup),

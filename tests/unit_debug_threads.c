@@ -3,7 +3,8 @@
  * until resumed; one that blocks the signal is waited for only so long,
  * and goes on; the registers a stopped thread holds land in memory that a
  * scan of the process's mappings reads; the program's own handler for the
- * signal comes back afterwards. */
+ * signal comes back afterwards.  An ended thread's stack is named as such
+ * until a thread runs on it again. */
 #include <pthread.h>
 #include <setjmp.h>
 #include <signal.h>
@@ -14,10 +15,12 @@
 #include <stdint.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <time.h>
 #include <unistd.h>
 #include <cmocka.h>
 
+#include "debug_stack.h"
 #include "debug_threads.h"
 
 #define SPINNERS 3
@@ -169,12 +172,78 @@ static void test_program_handler_comes_back(void **state) {
   assert_int_equal(own_handler_ran, 1);
 }
 
+/* ---- ended threads' stacks ---------------------------------------------------- */
+
+/* Threads run one after another on this one stack of the test's, so that
+ * each starts where the one before ended. */
+#define SHARED_STACK_BYTES ((size_t)256 << 10)
+static void *shared_stack;
+static uintptr_t noted_lo, noted_hi;
+
+static void *note_and_end(void *arg) {
+  (void)arg;
+  debug_threads_started();
+  if (!debug_stack_thread_bounds(false, &noted_lo, &noted_hi)) noted_lo = noted_hi = 0;
+  debug_threads_ended();
+  return NULL;
+}
+
+static void *only_start(void *arg) {
+  (void)arg;
+  debug_threads_started();
+  return NULL;
+}
+
+static void start_on_shared_stack(pthread_t *t, void *(*fn)(void *), void *arg) {
+  pthread_attr_t attr;
+  pthread_attr_init(&attr);
+  pthread_attr_setstack(&attr, shared_stack, SHARED_STACK_BYTES);
+  assert_int_equal(pthread_create(t, &attr, fn, arg), 0);
+  pthread_attr_destroy(&attr);
+}
+
+static void test_ended_stack_until_a_thread_runs_on_it(void **state) {
+  (void)state;
+  shared_stack = mmap(NULL, SHARED_STACK_BYTES, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  assert_true(shared_stack != MAP_FAILED);
+  pthread_t t;
+  start_on_shared_stack(&t, note_and_end, NULL);
+  pthread_join(t, NULL);
+  uintptr_t stack_lo = (uintptr_t)shared_stack, stack_hi = stack_lo + SHARED_STACK_BYTES;
+  assert_true(noted_lo >= stack_lo && noted_hi <= stack_hi && noted_lo < noted_hi);
+
+  /* Named by its start only, and up to the thread's descriptor at the top. */
+  uintptr_t end = 0;
+  assert_true(debug_threads_ended_stack(noted_lo, &end));
+  assert_true(end > noted_lo && end < noted_hi);
+  assert_false(debug_threads_ended_stack(noted_lo + sizeof(uintptr_t), &end));
+
+  /* A thread running on it, that answers the stop, makes it live again. */
+  spinner_t spinner;
+  memset(&spinner, 0, sizeof spinner);
+  atomic_store(&quit, false);
+  start_on_shared_stack(&spinner.thread, spin, &spinner);
+  while (!atomic_load(&spinner.started)) sched_yield();
+  assert_int_equal(debug_threads_stop(), 1);
+  assert_false(debug_threads_ended_stack(noted_lo, &end));
+  debug_threads_resume();
+  finish(&spinner, 1);
+  /* Still named once that thread is gone: it never called into the layer. */
+  assert_true(debug_threads_ended_stack(noted_lo, &end));
+
+  /* A thread of the layer's that starts on it forgets it. */
+  start_on_shared_stack(&t, only_start, NULL);
+  pthread_join(t, NULL);
+  assert_false(debug_threads_ended_stack(noted_lo, &end));
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_alone_nothing_to_stop),
     cmocka_unit_test(test_threads_stop_and_resume),
     cmocka_unit_test(test_registers_land_in_memory),
     cmocka_unit_test(test_program_handler_comes_back),
+    cmocka_unit_test(test_ended_stack_until_a_thread_runs_on_it),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
