@@ -9,7 +9,9 @@
  *   - instance_trim on a gpa_t's instance while its threads work;
  *   - the debug layer (leaks, checks, canaries, a quarantine): its walks
  *     (gpa_live_count, gpa_live_bytes, gpa_owns, the statistics) racing
- *     threads that allocate and free, then the leak check at deinit.
+ *     threads that allocate and free, then the leak check at deinit;
+ *   - a walk, then another thread's free of a block the walk read, the
+ *     two ordered by the library alone.
  *
  * Every case ends with gpa_deinit, whose verdict (GPA_OK, or the one block
  * left live on purpose) is checked.
@@ -295,6 +297,45 @@ static void case_debug_walks(void) {
   instance_teardown_expect(1); /* the kept block, found by the leak check */
 }
 
+/* ---- a walk, then a free of a block the walk read --------------------------
+ * The program orders the two only with relaxed flags, as it may: nothing
+ * obliges it to synchronise with the library's walks.  The library must
+ * itself make its walk happen before the operations that begin after it
+ * (with halt_on_error, this case stops on the first that does not). */
+
+#define WALK_THEN_FREE_ROUNDS 20
+
+static atomic_int walk_stage; /* 1: block allocated; 2: walk done */
+
+static void *walk_then_free_thread(void *p) {
+  (void)p;
+  gpa_allocator_t a = gpa_allocator(&instance);
+  for (int r = 0; r < WALK_THEN_FREE_ROUNDS; r++) {
+    void *b = api_block(a, 64, (uint64_t)r);
+    atomic_store_explicit(&walk_stage, 1, memory_order_relaxed);
+    while (atomic_load_explicit(&walk_stage, memory_order_relaxed) != 2) sched_yield();
+    if (b != NULL) api_block_free(a, b);
+    atomic_store_explicit(&walk_stage, 0, memory_order_relaxed);
+  }
+  return NULL;
+}
+
+static void case_debug_walk_then_free(void) {
+  gpa_config_t config = GPA_CONFIG_DEFAULT;
+  config.debug = (gpa_debug_config_t){.frames = 8, .checks = true};
+  instance_setup(&config);
+  atomic_store(&walk_stage, 0);
+  pthread_t t;
+  if (pthread_create(&t, NULL, walk_then_free_thread, NULL) != 0) abort();
+  for (int r = 0; r < WALK_THEN_FREE_ROUNDS; r++) {
+    while (atomic_load_explicit(&walk_stage, memory_order_relaxed) != 1) sched_yield();
+    TSAN_CHECK(gpa_live_count(&instance) == 1);
+    atomic_store_explicit(&walk_stage, 2, memory_order_relaxed);
+  }
+  pthread_join(t, NULL);
+  instance_teardown_expect(0);
+}
+
 int main(int argc, char **argv) {
   static const tsan_case_t cases[] = {
     {"api_producer_consumer", case_producer_consumer},
@@ -302,6 +343,7 @@ int main(int argc, char **argv) {
     {"api_thread_exit", case_thread_exit},
     {"api_trim_while_working", case_trim_while_working},
     {"api_debug_walks", case_debug_walks},
+    {"api_debug_walk_then_free", case_debug_walk_then_free},
   };
   return tsan_main(argc, argv, cases, sizeof cases / sizeof cases[0]);
 }

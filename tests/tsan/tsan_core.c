@@ -247,7 +247,8 @@ static void case_thread_exit_adoption(void) {
 #define LARGE_START (300 * KiB)
 #define LARGE_STEP (320 * KiB)
 #define LARGE_MAX (6 * MiB)
-#define LARGE_GROWERS 2
+#define LARGE_GROWERS 3
+#define LARGE_CYCLES 4
 #define LARGE_CHURN_ROUNDS 300
 /* A word is stamped every this many bytes: enough to see pages moved to the
  * wrong place, without writing (and instrumenting) megabytes. */
@@ -266,6 +267,9 @@ static void check_stamps(const uint8_t *p, size_t size, uint64_t seed) {
     TSAN_CHECK(*(const uint64_t *)(p + off) == stamp_of(seed, off));
 }
 
+/* The churners go on while any grower still moves its block. */
+static atomic_int large_growers_running;
+
 typedef struct large_arg {
   tsan_queue_t *queue; /* churners hand large blocks to each other */
   uint64_t seed;
@@ -279,7 +283,7 @@ static void large_grower(uint64_t seed) {
   if (p == NULL) return;
   stamp(p, 0, size, seed);
   /* Up by steps, then down again, the stamps checked after every move. */
-  for (int dir = 1; dir >= -1; dir -= 2) {
+  for (int dir = 1, cycle = 0; cycle < LARGE_CYCLES; dir = -dir, cycle += dir > 0) {
     for (;;) {
       if (dir > 0 ? size + LARGE_STEP > LARGE_MAX : size < LARGE_START + LARGE_STEP) break;
       size_t next = dir > 0 ? size + LARGE_STEP : size - LARGE_STEP;
@@ -299,7 +303,7 @@ static void large_grower(uint64_t seed) {
 
 static void large_churner(large_arg_t *arg) {
   uint64_t rng = arg->seed;
-  for (size_t i = 0; i < LARGE_CHURN_ROUNDS; i++) {
+  for (size_t i = 0; i < LARGE_CHURN_ROUNDS || atomic_load(&large_growers_running) != 0; i++) {
     size_t small = tsan_small_size(&rng);
     void *s = gpa_core_malloc(small);
     TSAN_CHECK(s != NULL);
@@ -327,8 +331,12 @@ static void large_churner(large_arg_t *arg) {
 
 static void *large_thread(void *p) {
   large_arg_t *arg = p;
-  if (arg->role == 0) large_grower(arg->seed);
-  else large_churner(arg);
+  if (arg->role == 0) {
+    large_grower(arg->seed);
+    atomic_fetch_sub(&large_growers_running, 1);
+  } else {
+    large_churner(arg);
+  }
   return NULL;
 }
 
@@ -336,6 +344,7 @@ static void case_large_realloc(void) {
   size_t live_before = default_live_blocks();
   tsan_queue_t queue;
   tsan_queue_init(&queue, 1);
+  atomic_store(&large_growers_running, LARGE_GROWERS);
   large_arg_t args[LARGE_GROWERS + 2];
   for (size_t i = 0; i < LARGE_GROWERS; i++) args[i] = (large_arg_t){.seed = 7 + i, .role = 0};
   args[LARGE_GROWERS] = (large_arg_t){.queue = &queue, .seed = 77, .role = 1};
