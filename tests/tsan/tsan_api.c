@@ -186,7 +186,7 @@ static void case_thread_exit(void) {
 
 /* ---- trim while the instance's threads work --------------------------------- */
 
-#define TRIM_ROUNDS 100
+#define TRIM_ROUNDS 60
 
 static void *trim_short_lived(void *p) {
   gpa_allocator_t a = gpa_allocator(&instance);

@@ -356,7 +356,7 @@ static void case_large_realloc(void) {
 
 /* ---- trim while others work ---------------------------------------------------- */
 
-#define TRIM_ROUNDS 120
+#define TRIM_ROUNDS 60
 #define TRIM_WORKER_BLOCKS 3000
 
 typedef struct trim_arg {

@@ -17,7 +17,7 @@
 #include "internal.h"
 #include "tsan_support.h"
 
-#define FORKS 24
+#define FORKS 16
 #define CHILD_BLOCKS 200
 #define CHURN_BLOCKS 4000
 #define KiB ((size_t)1 << 10)
