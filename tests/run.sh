@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The test command: installs what the tests need when it is missing, then
 # builds and runs the whole suite on the release build and on the checked
-# build (internal invariant checks compiled in), and the library's own tests
-# on the checked build under UBSan.  Warnings are errors.
+# build (internal invariant checks compiled in), the library's own tests on
+# the checked build under UBSan, and the threaded programs of tests/tsan/
+# under ThreadSanitizer.  Warnings are errors.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -45,3 +46,9 @@ cmake -S . -B "$dir" -DCMAKE_BUILD_TYPE=Release -DGPA_WERROR=ON -DGPA_REQUIRE_TE
   -DCMAKE_C_FLAGS="-fsanitize=undefined -fno-sanitize-recover=undefined" >/dev/null
 cmake --build "$dir" -j "$jobs"
 ctest --test-dir "$dir" --output-on-failure -j "$jobs" -E "real_programs|preload_startup|install_consumer"
+
+# Fourth: the threaded programs of tests/tsan/ under ThreadSanitizer, on a
+# build of their own (clang, the library without its malloc family).  Any
+# report fails the run.
+echo "== ThreadSanitizer (build-tsan)"
+bash tests/tsan/run.sh
