@@ -128,7 +128,7 @@ void debug_op_step_in(void) {
   t->stepped_out = 0;
   atomic_store_explicit(&t->busy, 1, memory_order_relaxed);
   atomic_thread_fence(memory_order_seq_cst); /* rare: a full fence is fine here */
-  if (atomic_load_explicit(&debug_pause_asked, memory_order_relaxed) != 0) debug_op_wait(t);
+  if (atomic_load_explicit(&debug_pause_asked, memory_order_acquire) != 0) debug_op_wait(t); /* as debug_op_begin */
   atomic_store_explicit(&t->busy, depth, memory_order_relaxed);
 }
 

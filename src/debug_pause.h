@@ -57,7 +57,9 @@ static inline debug_thread_t *debug_op_begin(void) {
   } else {
     depth = atomic_fetch_add(&t->busy, 1); /* a full fence too */
   }
-  if (GPA_UNLIKELY(atomic_load_explicit(&debug_pause_asked, memory_order_relaxed) != 0) && depth == 0)
+  /* Acquire: a call that starts after a walk's resume (the store of 0)
+   * sees everything the walk did (a plain load on x86-64). */
+  if (GPA_UNLIKELY(atomic_load_explicit(&debug_pause_asked, memory_order_acquire) != 0) && depth == 0)
     debug_op_wait(t);
   return t;
 }
