@@ -16,6 +16,8 @@ static size_t page_size_cached;
 static _Atomic(long) fail_countdown = -1;
 static _Atomic(size_t) mapped_bytes;
 static _Atomic(size_t) purged_bytes;
+static _Atomic(os_vacate_hook_fn) vacate_hook;
+static _Atomic(bool) hints_disabled;
 
 size_t os_page_size(void) {
   if (page_size_cached == 0) {
@@ -37,6 +39,15 @@ static bool injected_failure(void) {
     if (atomic_compare_exchange_weak(&fail_countdown, &left, left - 1)) return false;
   }
   return false;
+}
+
+void os_set_vacate_hook(os_vacate_hook_fn hook) { atomic_store(&vacate_hook, hook); }
+
+void os_disable_hints(bool disable) { atomic_store(&hints_disabled, disable); }
+
+static void vacated(void *addr, size_t size) {
+  os_vacate_hook_fn hook = atomic_load_explicit(&vacate_hook, memory_order_relaxed);
+  if (__builtin_expect(hook != NULL, 0)) hook(addr, size);
 }
 
 size_t os_purged_bytes(void) {
@@ -62,6 +73,7 @@ static void *map_anonymous(size_t size) {
 static _Atomic(uintptr_t) next_hint = HINT_AREA_START;
 
 static void *map_at_hint(size_t size, size_t alignment) {
+  if (atomic_load_explicit(&hints_disabled, memory_order_relaxed)) return NULL;
   uintptr_t hint = atomic_load_explicit(&next_hint, memory_order_relaxed);
   uintptr_t aligned, end;
   do {
@@ -118,8 +130,10 @@ void *os_reserve_aligned(size_t size, size_t alignment) {
 
 void os_release(void *addr, size_t size) {
   int saved = errno;
-  if (munmap(addr, size) == 0)
+  if (munmap(addr, size) == 0) {
     atomic_fetch_sub_explicit(&mapped_bytes, size, memory_order_relaxed);
+    vacated(addr, size);
+  }
   errno = saved;
 }
 
@@ -174,6 +188,7 @@ void os_move_pages(void *from, size_t size, void *to) {
   move_range(from, size, to);
   /* `to` was already counted: only the vacated range leaves the total. */
   atomic_fetch_sub_explicit(&mapped_bytes, size, memory_order_relaxed);
+  vacated(from, size);
   errno = saved;
 }
 
