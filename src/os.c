@@ -58,9 +58,12 @@ size_t os_mapped_bytes(void) {
   return atomic_load_explicit(&mapped_bytes, memory_order_relaxed);
 }
 
-static void *map_anonymous(size_t size) {
-  void *p = mmap(NULL, size, PROT_READ | PROT_WRITE,
-                 MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+/* Every mapping is accounted (no MAP_NORESERVE): the kernel's overcommit
+ * policy judges each request, so one the machine could never back fails at
+ * once with ENOMEM, as glibc's does, instead of succeeding and killing the
+ * process when touched.  `hint`: where to place it, or NULL. */
+static void *map_anonymous(void *hint, size_t size) {
+  void *p = mmap(hint, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
   return p == MAP_FAILED ? NULL : p;
 }
 
@@ -86,9 +89,8 @@ static void *map_at_hint(size_t size, size_t alignment) {
     }
   } while (!atomic_compare_exchange_weak_explicit(&next_hint, &hint, end, memory_order_relaxed,
                                                   memory_order_relaxed));
-  void *p = mmap((void *)aligned, size, PROT_READ | PROT_WRITE,
-                 MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-  if (p == MAP_FAILED) return NULL;
+  void *p = map_anonymous((void *)aligned, size);
+  if (p == NULL) return NULL;
   if (p != (void *)aligned) { /* the kernel placed it elsewhere */
     munmap(p, size);
     return NULL;
@@ -102,11 +104,11 @@ void *os_reserve_aligned(size_t size, size_t alignment) {
     errno = ENOMEM;
     return NULL;
   }
-  uint8_t *p = alignment > os_page_size() ? map_at_hint(size, alignment) : map_anonymous(size);
+  uint8_t *p = alignment > os_page_size() ? map_at_hint(size, alignment) : map_anonymous(NULL, size);
   if (p == NULL) {
     /* Over-reserve and trim both ends. */
     size_t over = size + alignment;
-    p = map_anonymous(over);
+    p = map_anonymous(NULL, over);
     if (p == NULL) {
       errno = ENOMEM;
       return NULL;

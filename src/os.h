@@ -28,7 +28,8 @@ size_t os_page_size(void);
 
 /* Fresh zeroed read-write memory of `size` bytes (a multiple of the page
  * size), aligned to `alignment` (a power of two >= the page size), below
- * 2^OS_ADDRESS_BITS; NULL and ENOMEM on failure. */
+ * 2^OS_ADDRESS_BITS; NULL and ENOMEM on failure, including a size the
+ * kernel's overcommit policy refuses to commit. */
 void *os_reserve_aligned(size_t size, size_t alignment);
 
 /* Return a reservation (or its page-aligned tail) to the kernel. */
