@@ -80,8 +80,14 @@ static void heap_remove_segment(gpa_heap_t *h, gpa_segment_t *seg) {
   seg->next = seg->prev = NULL;
 }
 
+/* Segments searched for room before a new one is taken.  Segments that
+ * regain pages move to the front (heap_retire_slab), so the room is near
+ * the front; a heap of thousands then does not walk them all per slab. */
+#define HEAP_SEGMENT_SEARCH 16
+
 static gpa_slab_t *heap_new_slab(gpa_heap_t *h, unsigned cls) {
-  for (gpa_segment_t *seg = h->segments; seg != NULL; seg = seg->next) {
+  unsigned searched = 0;
+  for (gpa_segment_t *seg = h->segments; seg != NULL && searched++ < HEAP_SEGMENT_SEARCH; seg = seg->next) {
     gpa_slab_t *s = segment_slab_alloc(seg, cls);
     if (s != NULL) return s;
   }
@@ -105,13 +111,19 @@ static void heap_retire_slab(gpa_heap_t *h, gpa_slab_t *s) {
   if (seg->used_pages == 0) {
     heap_remove_segment(h, seg);
     segment_small_release(seg);
+  } else if (h->segments != seg) {
+    heap_remove_segment(h, seg);
+    heap_add_segment(h, seg);
   }
   /* Dirty pages age by the heap's own activity, not by a clock: each
    * GPA_PURGE_THRESHOLD bytes of slabs retired is one generation for all of
    * its segments, so a burst of frees returns memory across the heap even
    * if the program then goes quiet. */
   h->retired_pages += pages;
-  if ((size_t)h->retired_pages * GPA_PAGE_SIZE >= GPA_PURGE_THRESHOLD) {
+  /* ... and no more often than once per page retired per segment mapped,
+   * so a heap of thousands of segments does not walk them all per slab. */
+  size_t segments = atomic_load_explicit(&h->instance->small_mapped, memory_order_relaxed) / GPA_SEGMENT_SIZE;
+  if ((size_t)h->retired_pages * GPA_PAGE_SIZE >= GPA_PURGE_THRESHOLD && h->retired_pages >= segments) {
     h->retired_pages = 0;
     for (gpa_segment_t *each = h->segments; each != NULL; each = each->next) segment_age_dirty(each);
   }

@@ -343,12 +343,16 @@ void *large_realloc(gpa_segment_t *seg, size_t size) {
   } else if (need > old) {
     if (!os_remap_in_place(seg, old, need)) {
       large_live_unlink(inst, seg); /* its neighbours would point at the old place */
+      /* Out of the map before the move unmaps the old place: from then on
+       * another thread may map a segment there, whose entry this must not
+       * erase.  Nothing else may free this block meanwhile. */
+      segmap_remove(seg);
       gpa_segment_t *moved = os_remap_aligned(seg, old, need, GPA_SEGMENT_SIZE);
       if (moved == NULL) {
+        segmap_insert(seg); /* still mapped, so still nobody else's */
         large_live_link(inst, seg);
         return NULL;
       }
-      segmap_remove(seg);
       segmap_insert(moved);
       seg = moved;
       seg->large_ptr = (uint8_t *)seg + offset;

@@ -18,6 +18,8 @@ static size_t page_size_cached;
 static _Atomic(long) fail_countdown = -1;
 static _Atomic(size_t) mapped_bytes;
 static _Atomic(size_t) purged_bytes;
+static _Atomic(os_vacate_hook_fn) vacate_hook;
+static _Atomic(bool) hints_disabled;
 
 size_t os_page_size(void) {
   if (page_size_cached == 0) {
@@ -41,6 +43,15 @@ static bool injected_failure(void) {
   return false;
 }
 
+void os_set_vacate_hook(os_vacate_hook_fn hook) { atomic_store(&vacate_hook, hook); }
+
+void os_disable_hints(bool disable) { atomic_store(&hints_disabled, disable); }
+
+static void vacated(void *addr, size_t size) {
+  os_vacate_hook_fn hook = atomic_load_explicit(&vacate_hook, memory_order_relaxed);
+  if (__builtin_expect(hook != NULL, 0)) hook(addr, size);
+}
+
 size_t os_purged_bytes(void) {
   return atomic_load_explicit(&purged_bytes, memory_order_relaxed);
 }
@@ -49,9 +60,12 @@ size_t os_mapped_bytes(void) {
   return atomic_load_explicit(&mapped_bytes, memory_order_relaxed);
 }
 
-static void *map_anonymous(size_t size) {
-  void *p = mmap(NULL, size, PROT_READ | PROT_WRITE,
-                 MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+/* Every mapping is accounted (no MAP_NORESERVE): the kernel's overcommit
+ * policy judges each request, so one the machine could never back fails at
+ * once with ENOMEM, as glibc's does, instead of succeeding and killing the
+ * process when touched.  `hint`: where to place it, or NULL. */
+static void *map_anonymous(void *hint, size_t size) {
+  void *p = mmap(hint, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
   return p == MAP_FAILED ? NULL : p;
 }
 
@@ -64,6 +78,7 @@ static void *map_anonymous(size_t size) {
 static _Atomic(uintptr_t) next_hint = HINT_AREA_START;
 
 static void *map_at_hint(size_t size, size_t alignment) {
+  if (atomic_load_explicit(&hints_disabled, memory_order_relaxed)) return NULL;
   uintptr_t hint = atomic_load_explicit(&next_hint, memory_order_relaxed);
   uintptr_t aligned, end;
   do {
@@ -76,9 +91,8 @@ static void *map_at_hint(size_t size, size_t alignment) {
     }
   } while (!atomic_compare_exchange_weak_explicit(&next_hint, &hint, end, memory_order_relaxed,
                                                   memory_order_relaxed));
-  void *p = mmap((void *)aligned, size, PROT_READ | PROT_WRITE,
-                 MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-  if (p == MAP_FAILED) return NULL;
+  void *p = map_anonymous((void *)aligned, size);
+  if (p == NULL) return NULL;
   if (p != (void *)aligned) { /* the kernel placed it elsewhere */
     munmap(p, size);
     return NULL;
@@ -92,11 +106,11 @@ void *os_reserve_aligned(size_t size, size_t alignment) {
     errno = ENOMEM;
     return NULL;
   }
-  uint8_t *p = alignment > os_page_size() ? map_at_hint(size, alignment) : map_anonymous(size);
+  uint8_t *p = alignment > os_page_size() ? map_at_hint(size, alignment) : map_anonymous(NULL, size);
   if (p == NULL) {
     /* Over-reserve and trim both ends. */
     size_t over = size + alignment;
-    p = map_anonymous(over);
+    p = map_anonymous(NULL, over);
     if (p == NULL) {
       errno = ENOMEM;
       return NULL;
@@ -120,8 +134,10 @@ void *os_reserve_aligned(size_t size, size_t alignment) {
 
 void os_release(void *addr, size_t size) {
   int saved = errno;
-  if (munmap(addr, size) == 0)
+  if (munmap(addr, size) == 0) {
     atomic_fetch_sub_explicit(&mapped_bytes, size, memory_order_relaxed);
+    vacated(addr, size);
+  }
   errno = saved;
 }
 
@@ -176,6 +192,7 @@ void os_move_pages(void *from, size_t size, void *to) {
   move_range(from, size, to);
   /* `to` was already counted: only the vacated range leaves the total. */
   atomic_fetch_sub_explicit(&mapped_bytes, size, memory_order_relaxed);
+  vacated(from, size);
   errno = saved;
 }
 

@@ -28,7 +28,8 @@ size_t os_page_size(void);
 
 /* Fresh zeroed read-write memory of `size` bytes (a multiple of the page
  * size), aligned to `alignment` (a power of two >= the page size), below
- * 2^OS_ADDRESS_BITS; NULL and ENOMEM on failure. */
+ * 2^OS_ADDRESS_BITS; NULL and ENOMEM on failure, including a size the
+ * kernel's overcommit policy refuses to commit. */
 void *os_reserve_aligned(size_t size, size_t alignment);
 
 /* Return a reservation (or its page-aligned tail) to the kernel. */
@@ -79,6 +80,17 @@ void os_write_all(int fd, const char *buf, size_t len);
  * reservations, every reservation fails as if the kernel refused memory.
  * A negative value switches injection off. */
 void os_fail_after(long successes);
+
+/* For tests: a function called with every range this layer has just
+ * unmapped or moved pages away from (os_release, os_move_pages), while the
+ * caller still runs; NULL (the default) calls nothing.  A test can map
+ * something of its own there, as another thread could. */
+typedef void (*os_vacate_hook_fn)(void *addr, size_t size);
+void os_set_vacate_hook(os_vacate_hook_fn hook);
+
+/* For tests: true makes every aligned reservation skip the hint area, so
+ * the kernel chooses every address (as it does once the area is full). */
+void os_disable_hints(bool disable);
 
 /* Bytes currently mapped through this layer, and bytes purged so far. */
 size_t os_mapped_bytes(void);

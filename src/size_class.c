@@ -10,11 +10,14 @@ const uint32_t gpa_class_size_table[GPA_CLASS_COUNT] = {
   2560, 3072, 3584, 4096, 5120, 6144, 7168, 8192,
   10240, 12288, 14336, 16384, 20480, 24576, 28672, 32768,
   40960, 49152, 57344, 65536, 81920, 98304, 114688, 131072,
-  163840, 196608, 229376, 262144,
+  163840, 196608, 229376, 262144, 327680, 393216, 458752, 524288,
+  655360, 786432, 917504, 1048576,
 };
 
 unsigned size_class_slab_pages(unsigned cls) {
-  size_t want = (size_t)GPA_SLAB_MIN_BLOCKS * size_class_block_size(cls);
+  size_t size = size_class_block_size(cls);
+  if (size > GPA_SLAB_SINGLE_MIN) return (unsigned)((size + GPA_PAGE_SIZE - 1) / GPA_PAGE_SIZE); /* one block */
+  size_t want = (size_t)GPA_SLAB_MIN_BLOCKS * size;
   size_t pages = (want + GPA_PAGE_SIZE - 1) / GPA_PAGE_SIZE;
   if (pages < 1) pages = 1;
   if (pages > GPA_SLAB_MAX_PAGES) pages = GPA_SLAB_MAX_PAGES;

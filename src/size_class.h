@@ -4,7 +4,8 @@
  * 16..128 bytes in steps of 16, then four classes per doubling up to
  * GPA_SMALL_MAX, so a request wastes at most a fifth of its block above 64
  * bytes.  Every class is a multiple of 16, and every power of two is a class,
- * which aligned allocation relies on.
+ * which aligned allocation relies on.  Classes above GPA_SLAB_SINGLE_MIN are
+ * whole numbers of slab pages, a slab holding one block.
  */
 #ifndef GPA_SIZE_CLASS_H
 #define GPA_SIZE_CLASS_H

@@ -36,9 +36,13 @@
 #define GPA_MIN_ALIGN 16
 
 /* Size classes: 16..128 in steps of 16, then four per doubling (waste at most
- * 20%) up to GPA_SMALL_MAX.  Anything larger is a large object. */
-#define GPA_CLASS_COUNT 52
-#define GPA_SMALL_MAX ((size_t)256 * 1024)
+ * 20%) up to GPA_SMALL_MAX.  Anything larger is a large object.  Blocks up
+ * to 1 MiB live in slabs, not in mappings of their own: segments come from
+ * one contiguous area and the kernel merges them, whereas a mapping per
+ * block ran into its limit on mappings (vm.max_map_count, 65,530 by
+ * default) at about 65,000 live 300 KiB blocks. */
+#define GPA_CLASS_COUNT 60
+#define GPA_SMALL_MAX ((size_t)1024 * 1024)
 
 /* Sizes up to GPA_DIRECT_MAX find their slab with one table load. */
 #define GPA_DIRECT_MAX 1024
@@ -54,6 +58,12 @@
  * each near-empty slab retired and faulted back in. */
 #define GPA_SLAB_MIN_BLOCKS 4
 #define GPA_SLAB_MAX_PAGES 16
+
+/* Classes too big for GPA_SLAB_MIN_BLOCKS blocks in GPA_SLAB_MAX_PAGES pages
+ * (those above 256 KiB) are whole numbers of pages and get one block per
+ * slab: a live block pins only its own pages, and its slab retires (its
+ * pages age out, see segment_age_dirty) when it is freed. */
+#define GPA_SLAB_SINGLE_MIN ((size_t)GPA_SLAB_MAX_PAGES * GPA_PAGE_SIZE / GPA_SLAB_MIN_BLOCKS)
 
 /* A slab's free list grows by at most one OS page of blocks at a time so
  * untouched memory never becomes resident. */

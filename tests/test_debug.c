@@ -546,11 +546,11 @@ void stats_unkept_child(void *arg) {
   gpa_allocator_t a = debug_instance(&gpa, debug_config());
   void *p = gpa_raw_alloc(a, 24, 0);
   void *q = gpa_raw_alloc(a, 100, 0);
-  void *big = gpa_raw_alloc(a, 300000, 0); /* a large block */
+  void *big = gpa_raw_alloc(a, 2000000, 0); /* a large block */
   gpa_raw_free(a, p, 24, 0);
   gpa_stats_print(&gpa);
   gpa_raw_free(a, q, 100, 0);
-  gpa_raw_free(a, big, 300000, 0);
+  gpa_raw_free(a, big, 2000000, 0);
   gpa_deinit(&gpa);
 }
 
@@ -560,7 +560,7 @@ static void test_statistics_without_stats_count_live_blocks(void **state) {
   run_child(stats_unkept_child, NULL, &out);
   assert_true(WIFEXITED(out.status));
   assert_int_equal(WEXITSTATUS(out.status), 0);
-  const char *parts[] = {"live now:     300100 byte(s) in 2 block(s)", "peak:         not kept",
+  const char *parts[] = {"live now:     2000100 byte(s) in 2 block(s)", "peak:         not kept",
                          "total:        not kept (stats=1 keeps it), 0 refused", "     large             0           1"};
   assert_report_has(&out, parts, sizeof parts / sizeof parts[0]);
 }

@@ -326,11 +326,11 @@ static void test_resize_and_remap(void **state) {
   assert_null(gpa_raw_remap(a, p, 8, 0, 4096)); /* a small block is copied by the caller */
   gpa_raw_free(a, p, 8, 0);
   /* A large block grows by moving pages; its bytes come along. */
-  unsigned char *big = gpa_raw_alloc(a, 1 * MiB, 0);
-  for (size_t i = 0; i < 1 * MiB; i += 4096) big[i] = (unsigned char)(i >> 12);
-  unsigned char *bigger = gpa_raw_remap(a, big, 1 * MiB, 0, 64 * MiB);
+  unsigned char *big = gpa_raw_alloc(a, 2 * MiB, 0);
+  for (size_t i = 0; i < 2 * MiB; i += 4096) big[i] = (unsigned char)(i >> 12);
+  unsigned char *bigger = gpa_raw_remap(a, big, 2 * MiB, 0, 64 * MiB);
   assert_non_null(bigger);
-  for (size_t i = 0; i < 1 * MiB; i += 4096) assert_int_equal(bigger[i], (unsigned char)(i >> 12));
+  for (size_t i = 0; i < 2 * MiB; i += 4096) assert_int_equal(bigger[i], (unsigned char)(i >> 12));
   bigger[64 * MiB - 1] = 1;
   gpa_raw_free(a, bigger, 64 * MiB, 0);
   /* Typed realloc through the instance. */

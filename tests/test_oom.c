@@ -36,8 +36,8 @@
 #define MiB ((size_t)1 << 20)
 #define KiB ((size_t)1 << 10)
 
-/* A size in the biggest small class (229,376-byte blocks, four to a 1 MiB
- * slab): each new slab of it needs 16 free pages. */
+/* A size in the biggest class of four blocks to a slab (229,376-byte
+ * blocks, four to a 1 MiB slab): each new slab of it needs 16 free pages. */
 #define BIG_SMALL_SIZE ((size_t)200000)
 
 /* Called through a pointer: gcc treats reallocarray as a builtin and would
@@ -96,31 +96,31 @@ static void test_large_requests_fail_with_enomem(void **state) {
   struct mallinfo2 m0 = mallinfo2();
 
   os_fail_after(0);
-  errno = 0; o[0].p = malloc(512 * KiB); o[0].err = errno;
-  errno = 0; o[1].p = calloc(1, 512 * KiB); o[1].err = errno;
-  errno = 0; o[2].p = calloc(3, 200 * KiB); o[2].err = errno;
-  errno = 0; o[3].p = aligned_alloc(4096, 1 * MiB); o[3].err = errno;
+  errno = 0; o[0].p = malloc(1536 * KiB); o[0].err = errno;
+  errno = 0; o[1].p = calloc(1, 1536 * KiB); o[1].err = errno;
+  errno = 0; o[2].p = calloc(3, 500 * KiB); o[2].err = errno;
+  errno = 0; o[3].p = aligned_alloc(4096, 2 * MiB); o[3].err = errno;
   errno = 0; o[4].p = aligned_alloc(1 * MiB, 64); o[4].err = errno; /* alignment above a slab page */
   errno = 0; o[5].p = memalign(256 * KiB, 300 * KiB); o[5].err = errno;
   errno = 0; o[6].p = realloc(NULL, 3 * MiB); o[6].err = errno;
   errno = 0; o[7].p = valloc(2 * MiB); o[7].err = errno;
-  errno = 0; o[8].p = pvalloc(700 * KiB); o[8].err = errno;
-  errno = 0; o[9].p = reallocarray_fn(NULL, 1000, 1000); o[9].err = errno;
+  errno = 0; o[8].p = pvalloc(1500 * KiB); o[8].err = errno;
+  errno = 0; o[9].p = reallocarray_fn(NULL, 1000, 2000); o[9].err = errno;
   errno = 0; o[10].p = aligned_alloc(8 * MiB, 1000); o[10].err = errno; /* above half a segment */
   errno = EINTR; pm_ret = posix_memalign(&pm, 64, 2 * MiB); pm_errno = errno;
   pm_big_ret = posix_memalign(&pm_big, 16 * MiB, 100);
   os_fail_after(-1);
 
-  EXPECT_ENOMEM(o[0], "malloc(512 KiB)");
-  EXPECT_ENOMEM(o[1], "calloc(1, 512 KiB)");
-  EXPECT_ENOMEM(o[2], "calloc(3, 200 KiB)");
-  EXPECT_ENOMEM(o[3], "aligned_alloc(4096, 1 MiB)");
+  EXPECT_ENOMEM(o[0], "malloc(1536 KiB)");
+  EXPECT_ENOMEM(o[1], "calloc(1, 1536 KiB)");
+  EXPECT_ENOMEM(o[2], "calloc(3, 500 KiB)");
+  EXPECT_ENOMEM(o[3], "aligned_alloc(4096, 2 MiB)");
   EXPECT_ENOMEM(o[4], "aligned_alloc(1 MiB, 64)");
   EXPECT_ENOMEM(o[5], "memalign(256 KiB, 300 KiB)");
   EXPECT_ENOMEM(o[6], "realloc(NULL, 3 MiB)");
   EXPECT_ENOMEM(o[7], "valloc(2 MiB)");
-  EXPECT_ENOMEM(o[8], "pvalloc(700 KiB)");
-  EXPECT_ENOMEM(o[9], "reallocarray(NULL, 1000, 1000)");
+  EXPECT_ENOMEM(o[8], "pvalloc(1500 KiB)");
+  EXPECT_ENOMEM(o[9], "reallocarray(NULL, 1000, 2000)");
   EXPECT_ENOMEM(o[10], "aligned_alloc(8 MiB, 1000)");
   assert_int_equal(pm_big_ret, ENOMEM);
   assert_ptr_equal(pm_big, (void *)&o);
@@ -137,16 +137,16 @@ static void test_large_requests_fail_with_enomem(void **state) {
 
   /* Injection off: the same calls work. */
   void *ok[11];
-  ok[0] = malloc(512 * KiB);
-  ok[1] = calloc(1, 512 * KiB);
-  ok[2] = calloc(3, 200 * KiB);
-  ok[3] = aligned_alloc(4096, 1 * MiB);
+  ok[0] = malloc(1536 * KiB);
+  ok[1] = calloc(1, 1536 * KiB);
+  ok[2] = calloc(3, 500 * KiB);
+  ok[3] = aligned_alloc(4096, 2 * MiB);
   ok[4] = aligned_alloc(1 * MiB, 64);
   ok[5] = memalign(256 * KiB, 300 * KiB);
   ok[6] = realloc(NULL, 3 * MiB);
   ok[7] = valloc(2 * MiB);
-  ok[8] = pvalloc(700 * KiB);
-  ok[9] = reallocarray_fn(NULL, 1000, 1000);
+  ok[8] = pvalloc(1500 * KiB);
+  ok[9] = reallocarray_fn(NULL, 1000, 2000);
   ok[10] = aligned_alloc(8 * MiB, 1000);
   for (int i = 0; i < 11; i++) assert_non_null(ok[i]);
   assert_int_equal((uintptr_t)ok[10] % (8 * MiB), 0);
@@ -155,7 +155,7 @@ static void test_large_requests_fail_with_enomem(void **state) {
   assert_int_equal((uintptr_t)ok[4] % MiB, 0);
   assert_int_equal((uintptr_t)ok[5] % (256 * KiB), 0);
   const uint8_t *z = ok[2];
-  for (size_t i = 0; i < 600 * KiB; i += 511) assert_int_equal(z[i], 0);
+  for (size_t i = 0; i < 1500 * KiB; i += 511) assert_int_equal(z[i], 0);
   assert_int_equal(posix_memalign(&pm, 64, 2 * MiB), 0);
   assert_non_null(pm);
   assert_int_equal((uintptr_t)pm % 64, 0);
@@ -392,7 +392,7 @@ static void test_realloc_failure_keeps_the_block(void **state) {
   assert_non_null(s);
   fill(s, 300, 1);
   /* large -> larger (no room to grow in place: a second mapping follows) */
-  size_t lsize = 600 * KiB;
+  size_t lsize = 1536 * KiB;
   uint8_t *l = malloc(lsize);
   assert_non_null(l);
   fill(l, lsize, 2);
@@ -430,12 +430,12 @@ static void test_realloc_failure_keeps_the_block(void **state) {
   /* Shrinking needs no new memory: it works even now. */
   os_fail_after(0);
   errno = 0;
-  uint8_t *l4 = realloc(l, 300 * KiB);
+  uint8_t *l4 = realloc(l, 1280 * KiB); /* still large */
   int l4_err = errno;
   os_fail_after(-1);
   assert_non_null(l4);
   assert_int_equal(l4_err, 0);
-  assert_true(intact(l4, 300 * KiB, 2));
+  assert_true(intact(l4, 1280 * KiB, 2));
 
   /* With memory again both grow and keep their contents. */
   uint8_t *s3 = realloc(s, 2 * MiB);
@@ -443,7 +443,7 @@ static void test_realloc_failure_keeps_the_block(void **state) {
   assert_true(intact(s3, 300, 1));
   uint8_t *l5 = realloc(l4, 64 * MiB);
   assert_non_null(l5);
-  assert_true(intact(l5, 300 * KiB, 2));
+  assert_true(intact(l5, 1280 * KiB, 2));
   l5[64 * MiB - 1] = 1;
   free(s3);
   free(l5);
@@ -504,11 +504,11 @@ static void test_errno_set_only_on_failure(void **state) {
    * kernel. */
   malloc_trim(0);
   os_fail_after(0);
-  void *i = malloc(1 * MiB);
+  void *i = malloc(2 * MiB);
   os_fail_after(-1);
   assert_null(i);
   errno = 0;
-  void *j = malloc(1 * MiB);
+  void *j = malloc(2 * MiB);
   assert_non_null(j);
   assert_int_equal(errno, 0);
   free(j);
@@ -526,7 +526,7 @@ static void test_errno_set_only_on_failure(void **state) {
 static void test_other_calls_work_after_failures(void **state) {
   (void)state;
   void *live_small = malloc(48);
-  void *live_large = malloc(1 * MiB);
+  void *live_large = malloc(2 * MiB);
   assert_non_null(live_small);
   assert_non_null(live_large);
   struct mallinfo2 m0 = mallinfo2();
@@ -550,7 +550,7 @@ static void test_other_calls_work_after_failures(void **state) {
   assert_int_equal(m1.uordblks, m0.uordblks);
   assert_int_equal(m1.arena, m0.arena);
   assert_true(us_small >= 48);
-  assert_true(us_large >= 1 * MiB);
+  assert_true(us_large >= 2 * MiB);
   assert_int_equal(opt, 1);
   assert_non_null(again);
 

@@ -88,12 +88,13 @@ static uint64_t rng_seed(uint64_t salt) {
   return s ? s : 1;
 }
 
-/* Sizes: mostly small, some medium, a few large objects (> 256 KiB). */
+/* Sizes: mostly small, some medium, a few big ones (256 KiB..2 MiB: slabs of
+ * one block up to 1 MiB, large objects above). */
 static size_t pick_size(uint64_t *rng, unsigned large_per_mille) {
   uint64_t r = rng_next(rng);
   unsigned bucket = (unsigned)(r % 1000);
   r >>= 10;
-  if (bucket < large_per_mille) return 256 * KiB + 1 + (size_t)(r % (768 * KiB));
+  if (bucket < large_per_mille) return 256 * KiB + 1 + (size_t)(r % (1792 * KiB));
   if (bucket < large_per_mille + 60) return 1 * KiB + (size_t)(r % (63 * KiB + 1)); /* up to 64 KiB */
   if (bucket < large_per_mille + 300) return 129 + (size_t)(r % 896);
   return 8 + (size_t)(r % 121);

@@ -1,6 +1,7 @@
 /* unit_large.c: the large-object layer: header lookup, the reuse cache
  * (splitting big mappings, moving several side by side), realloc by moving pages,
- * and over-aligned blocks. */
+ * over-aligned blocks, and the order of unmapping and unregistering. */
+#include <errno.h>
 #include <malloc.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -8,6 +9,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <cmocka.h>
 
 #include "internal.h"
@@ -175,6 +177,96 @@ static void test_overaligned_block(void **state) {
   assert_int_equal(atomic_load(&inst->large_count), before);
 }
 
+/* ---- a vacated range may be taken at once --------------------------------
+ * Once a range is unmapped (or its pages moved away), another thread may map
+ * a segment there and register it: nothing the vacating thread does
+ * afterwards may erase that entry, or a valid free of a block in the new
+ * segment is called foreign.  The os layer's hook plays the other thread:
+ * the moment `squat_target` is vacated, a segment is mapped there and
+ * registered. */
+static void *squat_target;
+static uint8_t *squatter;
+
+static void squat(void *addr, size_t size) {
+  if (addr != squat_target || squatter != NULL || size < GPA_SEGMENT_SIZE) return;
+  void *p = mmap(addr, GPA_SEGMENT_SIZE, PROT_READ | PROT_WRITE,
+                 MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0);
+  if (p == MAP_FAILED) return;
+  squatter = p;
+  segmap_insert((gpa_segment_t *)squatter);
+}
+
+static void squat_on(void *target) {
+  squat_target = target;
+  squatter = NULL;
+  os_set_vacate_hook(squat);
+}
+
+/* The hook ran, and the segment it registered is still registered. */
+static void squatter_survived(void) {
+  os_set_vacate_hook(NULL);
+  assert_ptr_equal(squatter, squat_target);
+  assert_true(segmap_contains((gpa_segment_t *)squatter));
+  segmap_remove((gpa_segment_t *)squatter);
+  munmap(squatter, GPA_SEGMENT_SIZE);
+}
+
+/* A page mapped right after the block's mapping, so it cannot grow in place. */
+static void *block_growth(gpa_segment_t *seg) {
+  uint8_t *end = (uint8_t *)seg + seg->mapped_size;
+  void *blocker = mmap(end, 4096, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0);
+  if (blocker == MAP_FAILED) {
+    assert_int_equal(errno, EEXIST); /* something is there already */
+    return NULL;
+  }
+  return blocker;
+}
+
+static void test_realloc_move_spares_a_segment_mapped_in_the_old_place(void **state) {
+  (void)state;
+  uint8_t *p = malloc(5 * MiB);
+  assert_non_null(p);
+  gpa_segment_t *seg = segment_of(p);
+  void *blocker = block_growth(seg);
+  squat_on(seg);
+  uint8_t *q = realloc(p, 12 * MiB);
+  assert_non_null(q);
+  assert_ptr_not_equal(segment_of(q), seg); /* the pages moved */
+  squatter_survived();
+  assert_true(segmap_contains(segment_of(q)));
+  if (blocker != NULL) munmap(blocker, 4096);
+  free(q);
+}
+
+static void test_moved_pieces_spare_a_segment_mapped_in_their_place(void **state) {
+  (void)state;
+  void *keep = malloc(64 * MiB);
+  uint8_t *a = malloc(6 * MiB);
+  uint8_t *b = malloc(5 * MiB);
+  gpa_segment_t *a_seg = segment_of(a);
+  free(a);
+  free(b);
+  assert_int_equal(inst->large_cache_count, 2);
+  squat_on(a_seg);
+  uint8_t *q = malloc(10 * MiB); /* both pieces move into one mapping */
+  assert_non_null(q);
+  squatter_survived();
+  free(q);
+  free(keep);
+}
+
+static void test_unmapped_cache_spares_a_segment_mapped_in_its_place(void **state) {
+  (void)state;
+  uint8_t *p = malloc(6 * MiB);
+  gpa_segment_t *seg = segment_of(p);
+  free(p);
+  assert_int_equal(inst->large_cache_count, 1);
+  squat_on(seg);
+  malloc_trim(0);
+  assert_int_equal(inst->large_cache_count, 0);
+  squatter_survived();
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
     cmocka_unit_test_setup(test_large_block_finds_its_header, setup_empty_cache),
@@ -185,6 +277,9 @@ int main(void) {
     cmocka_unit_test_setup(test_cache_follows_live_bytes, setup_empty_cache),
     cmocka_unit_test_setup(test_realloc_moves_pages_and_keeps_bytes, setup_empty_cache),
     cmocka_unit_test_setup(test_overaligned_block, setup_empty_cache),
+    cmocka_unit_test_setup(test_realloc_move_spares_a_segment_mapped_in_the_old_place, setup_empty_cache),
+    cmocka_unit_test_setup(test_moved_pieces_spare_a_segment_mapped_in_their_place, setup_empty_cache),
+    cmocka_unit_test_setup(test_unmapped_cache_spares_a_segment_mapped_in_its_place, setup_empty_cache),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,5 +1,5 @@
 /* unit_os.c: the os layer: aligned reservations, purge, remap, errno, and
- * the failure-injection switch. */
+ * the failure-injection switch and the vacate hook. */
 #include <errno.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -142,6 +142,38 @@ static void test_overflowing_request_fails(void **state) {
   assert_int_equal(errno, ENOMEM);
 }
 
+/* The vacate hook sees each range given back or moved away from, once. */
+static void *vacated_addr[4];
+static size_t vacated_size[4];
+static size_t vacated_count;
+
+static void record_vacated(void *addr, size_t size) {
+  if (vacated_count < 4) {
+    vacated_addr[vacated_count] = addr;
+    vacated_size[vacated_count] = size;
+  }
+  vacated_count++;
+}
+
+static void test_vacate_hook_sees_released_and_moved_ranges(void **state) {
+  (void)state;
+  size_t seg = (size_t)1 << 22;
+  uint8_t *a = os_reserve_aligned(seg, seg);
+  uint8_t *b = os_reserve_aligned(seg, seg);
+  assert_non_null(a);
+  assert_non_null(b);
+  vacated_count = 0;
+  os_set_vacate_hook(record_vacated);
+  os_move_pages(a, seg, b);
+  os_release(b, seg);
+  os_set_vacate_hook(NULL);
+  assert_int_equal(vacated_count, 2);
+  assert_ptr_equal(vacated_addr[0], a);
+  assert_int_equal(vacated_size[0], seg);
+  assert_ptr_equal(vacated_addr[1], b);
+  assert_int_equal(vacated_size[1], seg);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_page_size_is_power_of_two),
@@ -153,6 +185,7 @@ int main(void) {
     cmocka_unit_test(test_move_pages_across_mappings),
     cmocka_unit_test(test_failure_injection),
     cmocka_unit_test(test_overflowing_request_fails),
+    cmocka_unit_test(test_vacate_hook_sees_released_and_moved_ranges),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

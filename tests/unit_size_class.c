@@ -61,8 +61,14 @@ static void test_slab_shape(void **state) {
   for (unsigned c = 0; c < GPA_CLASS_COUNT; c++) {
     unsigned pages = size_class_slab_pages(c);
     assert_true(pages >= 1 && pages <= GPA_SLAB_MAX_PAGES);
-    size_t blocks = pages * GPA_PAGE_SIZE / size_class_block_size(c);
-    assert_true(blocks >= 4);
+    size_t size = size_class_block_size(c);
+    size_t blocks = pages * GPA_PAGE_SIZE / size;
+    if (size <= GPA_SLAB_SINGLE_MIN) {
+      assert_true(blocks >= GPA_SLAB_MIN_BLOCKS);
+    } else { /* one block, filling its slab exactly */
+      assert_int_equal(blocks, 1);
+      assert_int_equal(pages * GPA_PAGE_SIZE, size);
+    }
   }
 }
 
