@@ -45,3 +45,8 @@ cmake -S . -B "$dir" -DCMAKE_BUILD_TYPE=Release -DGPA_WERROR=ON -DGPA_REQUIRE_TE
   -DCMAKE_C_FLAGS="-fsanitize=undefined -fno-sanitize-recover=undefined" >/dev/null
 cmake --build "$dir" -j "$jobs"
 ctest --test-dir "$dir" --output-on-failure -j "$jobs" -E "real_programs|preload_startup|install_consumer"
+
+# Last: a minute of fuzzing (tests/fuzz/run.sh, README's "Fuzzing"): the
+# allocator under ASan and UBSan driven by libFuzzer from the seed corpus.
+echo "== fuzzing for 60 s (tests/fuzz/run.sh)"
+bash tests/fuzz/run.sh 60
