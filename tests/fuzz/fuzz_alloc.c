@@ -93,26 +93,36 @@ static uint32_t take32(input_t *in) {
 
 static size_t clamp_size(int64_t size) { return size < 0 ? 0 : (size_t)size; }
 
-/* A request size, clustered where the allocator changes behaviour: the
- * direct-lookup sizes, the edges of each size class, multiples of the OS
- * page, the small/large boundary, and segment multiples (a large block's
- * header sits in front of it).  Most are small, where most of the code is;
- * large ones cost the runs page faults and pattern bytes. */
+/* How far from an edge take_size() lands: a class edge within one 16-byte
+ * step (the classes' finest spacing); the small/large boundary and segment
+ * multiples within +-8 KiB (a signed byte times EDGE_STEP). */
+#define CLASS_EDGE_REACH GPA_MIN_ALIGN
+#define EDGE_STEP 64
+/* Page multiples up to 128 KiB: past the 64 KiB slab page. */
+#define PAGE_MULTIPLES 32
+
+/* A request size, clustered where the allocator changes behaviour.  Most
+ * are small, where most of the code is; large ones cost each run page
+ * faults and pattern bytes. */
 static size_t take_size(input_t *in) {
   uint8_t mode = take8(in);
   int64_t delta = (int8_t)take8(in);
   switch (mode % 12) {
   case 0: return take8(in);
-  case 1: return take16(in) % (GPA_DIRECT_MAX + 1);
+  case 1: return take16(in) % (GPA_DIRECT_MAX + 1); /* the direct-lookup sizes */
   case 2:
-  case 3: return clamp_size((int64_t)size_class_block_size(take8(in) % GPA_CLASS_COUNT) + delta % 17);
-  case 4: return clamp_size((int64_t)(1 + take8(in) % 32) * (int64_t)os_page_size() + delta);
+  case 3: /* around a size class's edge */
+    return clamp_size((int64_t)size_class_block_size(take8(in) % GPA_CLASS_COUNT) + delta % (CLASS_EDGE_REACH + 1));
+  case 4: return clamp_size((int64_t)(1 + take8(in) % PAGE_MULTIPLES) * (int64_t)os_page_size() + delta);
   case 5:
-  case 6: return take32(in) % (GPA_SMALL_MAX + 1);
+  case 6: /* any small size, spread over the doublings rather than the bytes */
+    return take32(in) % ((GPA_SMALL_MAX >> take8(in) % 16) + 1);
   case 7: return (size_t)GPA_MIN_ALIGN * take8(in);
-  case 8: return clamp_size((int64_t)GPA_SMALL_MAX + delta * 64);
-  case 9: return GPA_SMALL_MAX + (take32(in) % (MAX_SIZE - GPA_SMALL_MAX) >> take8(in) % 4);
-  case 10: return clamp_size((int64_t)(1 + take8(in) % 2) * (int64_t)GPA_SEGMENT_SIZE + delta * 64);
+  case 8: return clamp_size((int64_t)GPA_SMALL_MAX + delta * EDGE_STEP);
+  case 9: /* large, the smaller ones more often */
+    return GPA_SMALL_MAX + (take32(in) % (MAX_SIZE - GPA_SMALL_MAX) >> take8(in) % 4);
+  case 10: /* around a segment multiple: a large block's header sits in front */
+    return clamp_size((int64_t)(1 + take8(in) % 2) * (int64_t)GPA_SEGMENT_SIZE + delta * EDGE_STEP);
   default: return take16(in) % (GPA_SMALL_MAX / 16);
   }
 }
@@ -129,7 +139,8 @@ static size_t take_alignment(input_t *in, unsigned max_shift) {
 #define NOT_INSTRUMENTED __attribute__((no_sanitize("address", "undefined", "coverage")))
 
 /* Byte i of block `id`'s pattern is byte i % 8 of word i / 8: a copy that
- * lands shifted, short or from another block does not match. */
+ * lands shifted, short or from another block does not match.  The odd
+ * multipliers are SplitMix64's, to spread ids and offsets over the word. */
 NOT_INSTRUMENTED static uint64_t pattern_word(uint32_t id, size_t word) {
   uint64_t x = (uint64_t)id * 0x9E3779B97F4A7C15u + (uint64_t)word * 0xBF58476D1CE4E5B9u;
   return x ^ (x >> 29);
@@ -249,6 +260,7 @@ static struct {
   uint32_t next_id;
   gpa_t inst[INSTANCE_COUNT];
   bool inst_live[INSTANCE_COUNT];
+  bool inst_shared[INSTANCE_COUNT]; /* thread-safe: the worker may use it */
   gpa_arena_t arena;
   bool arena_live;
   uint8_t arena_owner;
@@ -590,9 +602,9 @@ static block_t *take_live_slot(input_t *in, unsigned kinds) {
 
 static void op_calloc(input_t *in) {
   size_t total = take_size(in);
-  size_t count = 1 + take8(in) % 16;
+  size_t count = 1 + take8(in) % 16; /* elements: a few */
   size_t size = total / count;
-  if (take8(in) % 8 == 0) { /* count * size overflows */
+  if (take8(in) % 8 == 0) { /* one call in eight: count * size overflows */
     size = 2 + take8(in);
     count = SIZE_MAX / size + 1 + take8(in);
     errno = 0;
@@ -638,7 +650,7 @@ static void op_hand_over(input_t *in) {
   block_t *b = &S.slots[slot];
   job_t job = {.slot = slot, .action = take8(in) % 3, .how = take8(in)};
   job.len = take_size(in);
-  bool shared = b->kind == KIND_CORE || (b->kind == KIND_INSTANCE && S.inst[b->owner].config.thread_safe);
+  bool shared = b->kind == KIND_CORE || (b->kind == KIND_INSTANCE && S.inst_shared[b->owner]);
   if (b->away || !shared) return;
   if (job.action == JOB_REALLOC) {
     if (job.len > b->len && !fits(job.len - b->len)) return;
@@ -792,10 +804,11 @@ static void run_op(input_t *in) {
   case OP_INSTANCE_INIT: {
     uint8_t k = take8(in) % INSTANCE_COUNT;
     gpa_config_t config = GPA_CONFIG_DEFAULT;
-    config.thread_safe = take8(in) % 4 != 0;
+    config.thread_safe = take8(in) % 4 != 0; /* one instance in four single-threaded */
     if (S.inst_live[k]) break;
     if (gpa_init(&S.inst[k], &config) != 0) fail("gpa_init failed");
     S.inst_live[k] = true;
+    S.inst_shared[k] = config.thread_safe;
     break;
   }
   case OP_INSTANCE_DEINIT: instance_deinit(take8(in) % INSTANCE_COUNT); break;
