@@ -13,7 +13,8 @@
  *
  * Checks: every block is aligned as asked and the core's blocks have a
  * usable size of at least the request; every block holds a pattern derived
- * from its id (the core's over their whole usable size), verified before
+ * from its id (the core's over their whole usable size, large blocks in
+ * samples: see DENSE_BYTES), verified before
  * each free, realloc and resize and after a realloc over the part that must
  * survive; calloc's and zeroed blocks read zero; impossible sizes fail with
  * ENOMEM; a failed realloc leaves its block intact; deinit reports exactly
@@ -44,7 +45,7 @@
 /* Requested bytes live at once: allocations that would pass it are skipped,
  * so the fuzzer stays far below its RSS limit. */
 #define LIVE_CAP ((size_t)64 << 20)
-/* Largest request: two segments, so large blocks span several. */
+/* Largest request: two segments, so large blocks span more than one. */
 #define MAX_SIZE (2 * GPA_SEGMENT_SIZE)
 /* Largest alignment: two segments, past the size where each over-aligned
  * block gets a mapping of its own (half a segment). */
@@ -146,7 +147,9 @@ NOT_INSTRUMENTED static uint64_t pattern_word(uint32_t id, size_t word) {
   return x ^ (x >> 29);
 }
 
-NOT_INSTRUMENTED static uint8_t pattern_byte(uint32_t id, size_t i) { return (uint8_t)(pattern_word(id, i / 8) >> (8 * (i % 8))); }
+NOT_INSTRUMENTED static uint8_t pattern_byte(uint32_t id, size_t i) {
+  return (uint8_t)(pattern_word(id, i / 8) >> (8 * (i % 8)));
+}
 
 /* Blocks past GPA_SMALL_MAX carry the pattern only where bugs show: all
  * of their first GPA_SMALL_MAX bytes (everything a move to a small block
@@ -287,7 +290,8 @@ static void check_aligned(const void *p, size_t align, const char *what) {
 }
 
 static void check_usable(const block_t *b, size_t usable, const char *what) {
-  if (usable < b->len) fail("%s: usable size %zu of %p is below the %zu bytes asked for", what, usable, (void *)b->p, b->len);
+  if (usable < b->len)
+    fail("%s: usable size %zu of %p is below the %zu bytes asked for", what, usable, (void *)b->p, b->len);
 }
 
 /* Take a fresh block into `b`: checked, then filled with its pattern.  The
