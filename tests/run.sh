@@ -2,8 +2,9 @@
 # The test command: installs what the tests need when it is missing, then
 # builds and runs the whole suite on the release build and on the checked
 # build (internal invariant checks compiled in), the library's own tests on
-# the checked build under UBSan, and the threaded programs of tests/tsan/
-# under ThreadSanitizer.  Warnings are errors.
+# the checked build under UBSan, the threaded programs of tests/tsan/ under
+# ThreadSanitizer, and a minute of fuzzing under ASan and UBSan.  Warnings
+# are errors.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -52,3 +53,8 @@ ctest --test-dir "$dir" --output-on-failure -j "$jobs" -E "real_programs|preload
 # report fails the run.
 echo "== ThreadSanitizer (build-tsan)"
 bash tests/tsan/run.sh
+
+# Fifth, last: a minute of fuzzing (tests/fuzz/run.sh, README's "Fuzzing"): the
+# allocator under ASan and UBSan driven by libFuzzer from the seed corpus.
+echo "== fuzzing for 60 s (tests/fuzz/run.sh)"
+bash tests/fuzz/run.sh 60
