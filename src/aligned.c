@@ -11,7 +11,7 @@
 void *heap_malloc_aligned(gpa_heap_t *h, size_t alignment, size_t size) {
   if (alignment <= GPA_MIN_ALIGN) return heap_malloc(h, size);
   if (size == 0) size = 1; /* like malloc(0): a unique block that can be written */
-  unsigned cls = size_class_for_aligned(size, alignment);
+  unsigned cls = size_takes_mapping(h->instance, size) ? GPA_CLASS_COUNT : size_class_for_aligned(size, alignment);
   if (cls < GPA_CLASS_COUNT) return heap_malloc_class(h, cls);
   bool zeroed;
   return large_alloc(h->instance, size, alignment, &zeroed);

@@ -158,7 +158,7 @@ static void *gpa_op_remap(void *ctx, void *ptr, size_t old_len, size_t alignment
    * offset within a segment-aligned mapping); anything else would be a
    * copy, which the caller does better knowing how much is in use. */
   gpa_segment_t *seg = segment_of(ptr);
-  if (segmap_contains(seg) && seg->kind == GPA_SEGMENT_LARGE && new_len > GPA_SMALL_MAX)
+  if (segmap_contains(seg) && seg->kind == GPA_SEGMENT_LARGE && size_takes_mapping(seg->instance, new_len))
     return large_realloc(seg, new_len);
   return NULL;
 }

@@ -784,7 +784,7 @@ static void quarantine_push(debug_t *d, debug_header_t *h) {
  * aligned and large blocks.  0 if the block is not the core's. */
 static size_t core_block_size(const void *block, size_t total, size_t alignment) {
   gpa_block_info_t info;
-  if (alignment <= GPA_MIN_ALIGN && total <= GPA_SMALL_MAX) {
+  if (alignment <= GPA_MIN_ALIGN && total <= GPA_SLAB_SINGLE_MIN) {
     size_t size = size_class_block_size(size_class_of(total));
     GPA_INVARIANT("debug-core-size-is-class-size", block_find(block, &info) && info.size == size);
     return size;

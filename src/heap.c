@@ -238,7 +238,7 @@ void *heap_malloc_class(gpa_heap_t *h, unsigned cls) {
 
 GPA_NOINLINE void *heap_malloc_generic(gpa_heap_t *h, size_t size) {
   if (GPA_UNLIKELY(h == &gpa_empty_heap) && (h = heap_current()) == NULL) return NULL;
-  if (size > GPA_SMALL_MAX) {
+  if (size_takes_mapping(h->instance, size)) {
     bool zeroed;
     return large_alloc(h->instance, size, GPA_MIN_ALIGN, &zeroed);
   }

@@ -237,6 +237,16 @@ static inline void heap_free(gpa_heap_t *h, void *p) {
 }
 
 /* ---- large objects ----------------------------------------------------- */
+
+/* Whether `size` bytes get a mapping of their own (the large path) rather
+ * than a slab block: above GPA_SMALL_MAX always, above GPA_SLAB_SINGLE_MIN
+ * while the instance's live large blocks are few (GPA_LARGE_MAPPINGS_MAX). */
+static inline bool size_takes_mapping(const struct gpa_instance *inst, size_t size) {
+  if (size <= GPA_SLAB_SINGLE_MIN) return false;
+  if (size > GPA_SMALL_MAX) return true;
+  return atomic_load_explicit(&inst->large_count, memory_order_relaxed) < GPA_LARGE_MAPPINGS_MAX;
+}
+
 void *large_alloc(struct gpa_instance *inst, size_t size, size_t alignment, bool *zeroed);
 void large_free(gpa_segment_t *seg);
 void *large_realloc(gpa_segment_t *seg, size_t size);

@@ -1,5 +1,6 @@
 /*
- * large.c: objects above GPA_SMALL_MAX.  Each is a mapping of its own,
+ * large.c: objects with a mapping each (size_takes_mapping: above
+ * GPA_SMALL_MAX, or above GPA_SLAB_SINGLE_MIN while few are live),
  * aligned like a segment so free() finds its header by masking; the header
  * page sits in front of the user's pointer.  A few freed mappings are kept
  * for reuse (GPA_LARGE_CACHE_*), and realloc moves pages with mremap instead

@@ -16,14 +16,16 @@ void *gpa_core_calloc(size_t count, size_t size) {
     errno = ENOMEM;
     return NULL;
   }
-  if (total > GPA_SMALL_MAX) {
+  if (total > GPA_SLAB_SINGLE_MIN) {
     gpa_heap_t *h = heap_current();
     if (h == NULL) return NULL;
-    /* Fresh mappings come zeroed from the kernel: skip the memset. */
-    bool zeroed;
-    void *p = large_alloc(h->instance, total, GPA_MIN_ALIGN, &zeroed);
-    if (p != NULL && !zeroed) memset(p, 0, total);
-    return p;
+    if (size_takes_mapping(h->instance, total)) {
+      /* Fresh mappings come zeroed from the kernel: skip the memset. */
+      bool zeroed;
+      void *p = large_alloc(h->instance, total, GPA_MIN_ALIGN, &zeroed);
+      if (p != NULL && !zeroed) memset(p, 0, total);
+      return p;
+    }
   }
   void *p = heap_malloc(gpa_tls_heap, total);
   if (GPA_LIKELY(p != NULL)) memset(p, 0, total);

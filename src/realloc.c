@@ -26,7 +26,7 @@ void *gpa_core_realloc(void *p, size_t size) {
     old_usable = large_overaligned_usable_size(p);
   } else if (seg->kind == GPA_SEGMENT_LARGE) {
     if (p != seg->large_ptr) report_invalid_free("realloc", p, "not a live large block");
-    if (size > GPA_SMALL_MAX) return large_realloc(seg, size);
+    if (size_takes_mapping(seg->instance, size)) return large_realloc(seg, size);
     old_usable = large_usable_size(seg);
   } else {
     gpa_slab_t *s = slab_of(seg, p);

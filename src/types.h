@@ -36,11 +36,10 @@
 #define GPA_MIN_ALIGN 16
 
 /* Size classes: 16..128 in steps of 16, then four per doubling (waste at most
- * 20%) up to GPA_SMALL_MAX.  Anything larger is a large object.  Blocks up
- * to 1 MiB live in slabs, not in mappings of their own: segments come from
- * one contiguous area and the kernel merges them, whereas a mapping per
- * block ran into its limit on mappings (vm.max_map_count, 65,530 by
- * default) at about 65,000 live 300 KiB blocks. */
+ * 20%) up to GPA_SMALL_MAX.  Anything larger is a large object (a mapping of
+ * its own), and so are the sizes above GPA_SLAB_SINGLE_MIN while the
+ * instance has fewer than GPA_LARGE_MAPPINGS_MAX live large blocks: see
+ * size_takes_mapping. */
 #define GPA_CLASS_COUNT 60
 #define GPA_SMALL_MAX ((size_t)1024 * 1024)
 
@@ -64,6 +63,17 @@
  * slab: a live block pins only its own pages, and its slab retires (its
  * pages age out, see segment_age_dirty) when it is freed. */
 #define GPA_SLAB_SINGLE_MIN ((size_t)GPA_SLAB_MAX_PAGES * GPA_PAGE_SIZE / GPA_SLAB_MIN_BLOCKS)
+
+/* Live large blocks (one mapping each) an instance keeps before sizes up to
+ * GPA_SMALL_MAX move into single-block slabs.  Segments come from one
+ * contiguous area and the kernel merges them, so slabs cost few mappings,
+ * whereas a mapping per block ran out of the kernel's (vm.max_map_count,
+ * 65,530 by default) at about 65,000 live 300 KiB blocks.  Below this count
+ * those sizes keep the large path's cache of warm freed mappings and its
+ * mremap moves, which a program with a few big blocks in flux (mstress)
+ * ran 1.3 to 1.7 times as slow without.  A sixteenth of the default limit,
+ * so the program keeps the rest. */
+#define GPA_LARGE_MAPPINGS_MAX 4096
 
 /* A slab's free list grows by at most one OS page of blocks at a time so
  * untouched memory never becomes resident. */
