@@ -67,34 +67,71 @@ uintptr_t heap_random_word(gpa_heap_t *h) {
 
 /* ---- segments of a heap ------------------------------------------------ */
 
-static void heap_add_segment(gpa_heap_t *h, gpa_segment_t *seg) {
-  seg->prev = NULL;
-  seg->next = h->segments;
-  if (h->segments) h->segments->prev = seg;
-  h->segments = seg;
+/* A heap keeps its segments on two lists: those with free pages, where new
+ * slabs are looked for, and the full ones, which that search skips. */
+static bool segment_is_full(const gpa_segment_t *seg) { return seg->free_pages == 0; }
+
+static gpa_segment_list_t *heap_segment_list(gpa_heap_t *h, bool full) {
+  return full ? &h->full_segments : &h->segments;
 }
 
-static void heap_remove_segment(gpa_heap_t *h, gpa_segment_t *seg) {
-  if (seg->prev) seg->prev->next = seg->next; else h->segments = seg->next;
-  if (seg->next) seg->next->prev = seg->prev;
+/* The list with room runs newest first, the order new slabs look for
+ * pages in.  A new segment goes in front; one that regains pages goes back
+ * to its place by age among the first HEAP_SEGMENT_SEARCH (the only ones
+ * searched), or behind them. */
+#define HEAP_SEGMENT_SEARCH 16
+
+static void heap_add_segment(gpa_heap_t *h, gpa_segment_t *seg, bool full) {
+  gpa_segment_list_t *list = heap_segment_list(h, full);
+  gpa_segment_t *after = NULL; /* insert after this one (NULL: in front) */
+  if (!full) {
+    unsigned looked = 0;
+    for (gpa_segment_t *s = list->first; s != NULL && s->heap_order > seg->heap_order; s = s->next) {
+      after = s;
+      if (++looked == HEAP_SEGMENT_SEARCH) {
+        after = list->last;
+        break;
+      }
+    }
+  }
+  seg->prev = after;
+  seg->next = after != NULL ? after->next : list->first;
+  if (seg->next != NULL) seg->next->prev = seg; else list->last = seg;
+  if (after != NULL) after->next = seg; else list->first = seg;
+}
+
+static void heap_remove_segment(gpa_heap_t *h, gpa_segment_t *seg, bool full) {
+  gpa_segment_list_t *list = heap_segment_list(h, full);
+  if (seg->prev) seg->prev->next = seg->next; else list->first = seg->next;
+  if (seg->next) seg->next->prev = seg->prev; else list->last = seg->prev;
   seg->next = seg->prev = NULL;
 }
 
-/* Segments searched for room before a new one is taken.  Segments that
- * regain pages move to the front (heap_retire_slab), so the room is near
- * the front; a heap of thousands then does not walk them all per slab. */
-#define HEAP_SEGMENT_SEARCH 16
+/* New slabs are looked for in the first HEAP_SEGMENT_SEARCH segments with
+ * room before a new segment is taken: a heap of thousands of segments
+ * (one-block slabs of big classes) does not walk them all per slab, and
+ * full ones are on a list of their own. */
+static gpa_slab_t *heap_slab_in_segment(gpa_heap_t *h, gpa_segment_t *seg, unsigned cls) {
+  gpa_slab_t *s = segment_slab_alloc(seg, cls);
+  if (s != NULL && segment_is_full(seg)) {
+    heap_remove_segment(h, seg, false);
+    heap_add_segment(h, seg, true);
+  }
+  return s;
+}
 
 static gpa_slab_t *heap_new_slab(gpa_heap_t *h, unsigned cls) {
   unsigned searched = 0;
-  for (gpa_segment_t *seg = h->segments; seg != NULL && searched++ < HEAP_SEGMENT_SEARCH; seg = seg->next) {
-    gpa_slab_t *s = segment_slab_alloc(seg, cls);
+  for (gpa_segment_t *seg = h->segments.first, *next; seg != NULL && searched++ < HEAP_SEGMENT_SEARCH; seg = next) {
+    next = seg->next;
+    gpa_slab_t *s = heap_slab_in_segment(h, seg, cls);
     if (s != NULL) return s;
   }
   gpa_segment_t *seg = segment_small_acquire(h->instance, h);
   if (seg == NULL) return NULL;
-  heap_add_segment(h, seg);
-  return segment_slab_alloc(seg, cls);
+  seg->heap_order = ++h->segments_taken;
+  heap_add_segment(h, seg, false);
+  return heap_slab_in_segment(h, seg, cls);
 }
 
 /* An empty slab leaves its queue; its pages go back to the segment, and an
@@ -107,13 +144,14 @@ static void heap_retire_slab(gpa_heap_t *h, gpa_slab_t *s) {
   queue_remove(&h->queues[cls], s);
   heap_update_direct(h, cls); /* no direct slot may outlive its slab */
   unsigned pages = s->page_count;
+  bool was_full = segment_is_full(seg);
   segment_slab_free(seg, s);
   if (seg->used_pages == 0) {
-    heap_remove_segment(h, seg);
+    heap_remove_segment(h, seg, was_full);
     segment_small_release(seg);
-  } else if (h->segments != seg) {
-    heap_remove_segment(h, seg);
-    heap_add_segment(h, seg);
+  } else if (was_full) {
+    heap_remove_segment(h, seg, true);
+    heap_add_segment(h, seg, false);
   }
   /* Dirty pages age by the heap's own activity, not by a clock: each
    * GPA_PURGE_THRESHOLD bytes of slabs retired is one generation for all of
@@ -125,7 +163,8 @@ static void heap_retire_slab(gpa_heap_t *h, gpa_slab_t *s) {
   size_t segments = atomic_load_explicit(&h->instance->small_mapped, memory_order_relaxed) / GPA_SEGMENT_SIZE;
   if ((size_t)h->retired_pages * GPA_PAGE_SIZE >= GPA_PURGE_THRESHOLD && h->retired_pages >= segments) {
     h->retired_pages = 0;
-    for (gpa_segment_t *each = h->segments; each != NULL; each = each->next) segment_age_dirty(each);
+    /* Full segments have no free page to age. */
+    for (gpa_segment_t *each = h->segments.first; each != NULL; each = each->next) segment_age_dirty(each);
   }
 }
 
@@ -285,7 +324,7 @@ void heap_collect(gpa_heap_t *h, heap_collect_mode_t mode) {
     }
   }
   if (mode == HEAP_COLLECT_TRIM)
-    for (gpa_segment_t *seg = h->segments; seg != NULL; seg = seg->next) segment_purge(seg);
+    for (gpa_segment_t *seg = h->segments.first; seg != NULL; seg = seg->next) segment_purge(seg); /* full ones have none */
 }
 
 /* Add the heap's live blocks and their bytes to the running totals. */

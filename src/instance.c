@@ -296,10 +296,12 @@ void instance_destroy(gpa_instance_t *inst, size_t *live_blocks, size_t *live_by
 
   instance_count_live(inst, live_blocks, live_bytes);
   for (gpa_heap_t *h = inst->all_heaps; h != NULL; h = h->next_all) {
-    for (gpa_segment_t *seg = h->segments, *next; seg != NULL; seg = next) {
-      next = seg->next;
-      segmap_remove(seg);
-      os_release(seg, GPA_SEGMENT_SIZE);
+    for (int full = 0; full < 2; full++) {
+      for (gpa_segment_t *seg = (full ? h->full_segments : h->segments).first, *next; seg != NULL; seg = next) {
+        next = seg->next;
+        segmap_remove(seg);
+        os_release(seg, GPA_SEGMENT_SIZE);
+      }
     }
   }
   for (gpa_segment_t *seg = inst->segment_cache, *next; seg != NULL; seg = next) {

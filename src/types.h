@@ -155,6 +155,7 @@ typedef struct gpa_segment {
   uint64_t dirty_pages;        /* bit i: free page that may still be resident */
   uint64_t aged_pages;         /* dirty pages already seen at the last purge check */
   size_t mapped_size;          /* bytes mapped from the OS */
+  uint64_t heap_order;         /* small: when its heap took it (higher is newer) */
   /* large objects only */
   uint8_t *large_ptr;          /* the pointer handed out */
   size_t large_size;           /* bytes requested */
@@ -167,14 +168,20 @@ typedef struct gpa_slab_queue {
   gpa_slab_t *first, *last;
 } gpa_slab_queue_t;
 
+typedef struct gpa_segment_list {
+  gpa_segment_t *first, *last;
+} gpa_segment_list_t;
+
 typedef struct gpa_heap {
   gpa_slab_t *direct[GPA_DIRECT_SLOTS];     /* current slab for sizes <= GPA_DIRECT_MAX */
   gpa_slab_queue_t queues[GPA_CLASS_COUNT]; /* slabs with room, per class */
   gpa_slab_queue_t full;                    /* slabs with no free block */
   _Atomic(int) remote_pending;              /* a full slab got a remote free */
   struct gpa_instance *instance;
-  gpa_segment_t *segments;                  /* small segments this heap owns */
+  gpa_segment_list_t segments;              /* small segments this heap owns that have free pages */
+  gpa_segment_list_t full_segments;         /* and those that have none */
   uint32_t retired_pages;                   /* slab pages retired since dirty pages last aged */
+  uint64_t segments_taken;                  /* segments taken so far: their heap_order */
   struct gpa_heap *next_in_pool;            /* instance's pool of unowned heaps */
   struct gpa_heap *next_all;                /* every heap of the instance */
   uint32_t random_left;                     /* words of random_pool not yet used */
