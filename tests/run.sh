@@ -19,13 +19,9 @@ command -v pkg-config >/dev/null || need+=(pkg-config)
 command -v perl >/dev/null || need+=(perl)
 command -v git >/dev/null || need+=(git)
 [ -x /usr/bin/python3 ] || need+=(python3)
-if [ ${#need[@]} -gt 0 ]; then
-  echo "tests/run.sh: installing ${need[*]}"
-  sudo=""
-  [ "$(id -u)" -eq 0 ] || sudo="sudo"
-  $sudo apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${need[@]}" >/dev/null
-fi
+# shellcheck source=tests/install_missing.sh
+. tests/install_missing.sh
+install_missing tests/run.sh ${need[@]+"${need[@]}"}
 
 jobs=$(nproc 2>/dev/null || echo 2)
 for variant in release checked; do

@@ -19,13 +19,9 @@ command -v make >/dev/null || need+=(make)
 command -v clang >/dev/null || need+=(clang)
 # The fuzzer's runtime (libclang_rt.fuzzer) ships apart from the compiler.
 compgen -G "/usr/lib/llvm-*/lib/clang/*/lib/linux/libclang_rt.fuzzer-x86_64.a" >/dev/null || need+=(libclang-rt-14-dev)
-if [ ${#need[@]} -gt 0 ]; then
-  echo "tests/fuzz/run.sh: installing ${need[*]}"
-  sudo=""
-  [ "$(id -u)" -eq 0 ] || sudo="sudo"
-  $sudo apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${need[@]}" >/dev/null
-fi
+# shellcheck source=tests/install_missing.sh
+. tests/install_missing.sh
+install_missing tests/fuzz/run.sh ${need[@]+"${need[@]}"}
 
 dir=build-fuzz
 cmake -S tests/fuzz -B "$dir" -DCMAKE_C_COMPILER=clang -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null

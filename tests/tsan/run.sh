@@ -14,13 +14,9 @@ need=()
 command -v cmake >/dev/null || need+=(cmake)
 command -v clang >/dev/null || need+=(clang)
 command -v make >/dev/null || need+=(make)
-if [ ${#need[@]} -gt 0 ]; then
-  echo "tests/tsan/run.sh: installing ${need[*]}"
-  sudo=""
-  [ "$(id -u)" -eq 0 ] || sudo="sudo"
-  $sudo apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${need[@]}" >/dev/null
-fi
+# shellcheck source=tests/install_missing.sh
+. tests/install_missing.sh
+install_missing tests/tsan/run.sh ${need[@]+"${need[@]}"}
 
 dir=build-tsan
 jobs=$(nproc 2>/dev/null || echo 2)

@@ -141,13 +141,8 @@ static void case_single_thread_instance(void) {
 #define EXIT_THREADS_PER_WAVE 4
 #define EXIT_BLOCKS_PER_THREAD 200
 
-typedef struct exit_arg {
-  tsan_queue_t *queue;
-  uint64_t seed;
-} exit_arg_t;
-
 static void *exit_worker(void *p) {
-  exit_arg_t *arg = p;
+  tsan_exit_arg_t *arg = p;
   gpa_allocator_t a = gpa_allocator(&instance);
   uint64_t rng = arg->seed;
   for (size_t i = 0; i < EXIT_BLOCKS_PER_THREAD; i++) {
@@ -168,18 +163,7 @@ static void *exit_freer(void *p) {
 
 static void case_thread_exit(void) {
   instance_setup(NULL);
-  tsan_queue_t queue;
-  tsan_queue_init(&queue, EXIT_WAVES * EXIT_THREADS_PER_WAVE);
-  pthread_t freer;
-  if (pthread_create(&freer, NULL, exit_freer, &queue) != 0) abort();
-  for (size_t w = 0; w < EXIT_WAVES; w++) {
-    exit_arg_t args[EXIT_THREADS_PER_WAVE];
-    for (size_t i = 0; i < EXIT_THREADS_PER_WAVE; i++)
-      args[i] = (exit_arg_t){.queue = &queue, .seed = 1 + (w * EXIT_THREADS_PER_WAVE + i) * 100000};
-    tsan_run_threads(EXIT_THREADS_PER_WAVE, exit_worker, args, sizeof args[0]);
-  }
-  pthread_join(freer, NULL);
-  tsan_queue_destroy(&queue);
+  tsan_run_exit_waves(EXIT_WAVES, EXIT_THREADS_PER_WAVE, exit_worker, exit_freer);
   TSAN_CHECK(gpa_live_count(&instance) == 0);
   instance_teardown_expect(0);
 }

@@ -184,15 +184,10 @@ static void case_remote_free_full_slabs(void) {
 #define EXIT_THREADS_PER_WAVE 4
 #define EXIT_BLOCKS_PER_THREAD 300
 
-typedef struct exit_arg {
-  tsan_queue_t *queue;
-  uint64_t seed;
-} exit_arg_t;
-
 /* Half its blocks go to the freer, half it frees itself, then it exits:
  * its heap goes to the pool with remote frees still arriving. */
 static void *exit_worker(void *p) {
-  exit_arg_t *arg = p;
+  tsan_exit_arg_t *arg = p;
   uint64_t rng = arg->seed;
   void *kept[EXIT_BLOCKS_PER_THREAD / 2] = {0};
   for (size_t i = 0; i < EXIT_BLOCKS_PER_THREAD; i++) {
@@ -224,19 +219,7 @@ static void *exit_freer(void *p) {
 
 static void case_thread_exit_adoption(void) {
   size_t live_before = default_live_blocks();
-  tsan_queue_t queue;
-  tsan_queue_init(&queue, EXIT_WAVES * EXIT_THREADS_PER_WAVE);
-  pthread_t freer;
-  if (pthread_create(&freer, NULL, exit_freer, &queue) != 0) abort();
-  /* Each wave's threads adopt the heaps the last wave left. */
-  for (size_t w = 0; w < EXIT_WAVES; w++) {
-    exit_arg_t args[EXIT_THREADS_PER_WAVE];
-    for (size_t i = 0; i < EXIT_THREADS_PER_WAVE; i++)
-      args[i] = (exit_arg_t){.queue = &queue, .seed = 1 + (w * EXIT_THREADS_PER_WAVE + i) * 100000};
-    tsan_run_threads(EXIT_THREADS_PER_WAVE, exit_worker, args, sizeof args[0]);
-  }
-  pthread_join(freer, NULL);
-  tsan_queue_destroy(&queue);
+  tsan_run_exit_waves(EXIT_WAVES, EXIT_THREADS_PER_WAVE, exit_worker, exit_freer);
   TSAN_CHECK(default_live_blocks() == live_before);
 }
 

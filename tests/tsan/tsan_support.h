@@ -105,6 +105,34 @@ static inline void *tsan_queue_pop(tsan_queue_t *q) {
   return item;
 }
 
+/* ---- waves of threads that exit while another frees their blocks ----------- */
+
+/* What each exiting worker gets: the queue it hands blocks to, its seed. */
+typedef struct tsan_exit_arg {
+  tsan_queue_t *queue;
+  uint64_t seed;
+} tsan_exit_arg_t;
+
+/* `waves` waves of `per_wave` threads running `worker`, each wave started
+ * once the last has exited (so its threads adopt the heaps left behind),
+ * while one thread runs `freer` on the queue the workers hand blocks to. */
+static inline void tsan_run_exit_waves(size_t waves, size_t per_wave, void *(*worker)(void *),
+                                       void *(*freer)(void *)) {
+  tsan_queue_t queue;
+  tsan_queue_init(&queue, waves * per_wave);
+  pthread_t freeing;
+  if (pthread_create(&freeing, NULL, freer, &queue) != 0) abort();
+  for (size_t w = 0; w < waves; w++) {
+    tsan_exit_arg_t args[64];
+    if (per_wave > sizeof args / sizeof args[0]) abort();
+    for (size_t i = 0; i < per_wave; i++)
+      args[i] = (tsan_exit_arg_t){.queue = &queue, .seed = 1 + (w * per_wave + i) * 100000};
+    tsan_run_threads(per_wave, worker, args, sizeof args[0]);
+  }
+  pthread_join(freeing, NULL);
+  tsan_queue_destroy(&queue);
+}
+
 /* ---- blocks that carry their own size and pattern seed --------------------
  * The first two words of a handed-over block say how big it is and how it
  * was filled, so whoever frees it can check it first (and give the size to
