@@ -71,37 +71,20 @@ static const void *instance_state(const gpa_instance_t *inst) {
 
 /* ---- blocks ------------------------------------------------------------- */
 
-/* Check that `p` is a live block of `inst` that holds `len` bytes; returns
- * its segment (NULL for an over-aligned block).  Reports and aborts when it
- * is not. */
-static gpa_segment_t *block_checked(const gpa_t *g, gpa_instance_t *inst, void *p, size_t len, const char *op) {
-  gpa_segment_t *seg = segment_of(p);
-  gpa_instance_t *owner;
-  size_t usable;
-  if (GPA_LIKELY(segmap_contains(seg))) {
-    owner = seg->instance;
-    if (seg->kind == GPA_SEGMENT_LARGE) {
-      if (p != seg->large_ptr) {
-        if (seg->large_ptr == NULL) report_invalid_free(op, p, "not a live allocation (double free of a large block?)");
-        report_invalid_free(op, p, "points inside a large block, not at its start");
-      }
-      usable = large_usable_size(seg);
-    } else {
-      gpa_slab_t *s = slab_of(seg, p);
-      if (!slab_is_block_start(s, p)) report_invalid_free(op, p, "not the start of a block");
-      slab_check_not_freed(op, inst == &gpa_default_instance ? gpa_tls_heap : instance_thread_heap_if_any(inst), s, p);
-      usable = s->block_size;
-    }
-  } else if (large_overaligned_contains(p)) {
-    seg = NULL;
-    owner = large_overaligned_instance(p);
-    usable = large_overaligned_usable_size(p);
-  } else {
-    report_invalid_free(op, p, "not allocated by gpa");
-  }
-  if (GPA_UNLIKELY(owner != inst)) report_wrong_instance(op, p, instance_state(owner), g);
-  if (GPA_UNLIKELY(len > usable)) report_bad_size(op, p, len, usable);
-  return seg;
+/* The calling thread's heap in `inst` if it has one (for the classifier's
+ * test of a freed block: only a block's owner walks its lists). */
+static gpa_heap_t *inst_heap_if_any(gpa_instance_t *inst) {
+  return inst == &gpa_default_instance ? gpa_tls_heap : instance_thread_heap_if_any(inst);
+}
+
+/* Check that `p` is a live block of `inst` that holds `len` bytes, and
+ * classify it.  Reports and aborts when it is not. */
+static block_kind_t block_checked(const gpa_t *g, gpa_instance_t *inst, void *p, size_t len, const char *op,
+                                  block_ref_t *ref) {
+  block_kind_t kind = block_classify_live(op, p, inst_heap_if_any(inst), ref);
+  if (GPA_UNLIKELY(ref->instance != inst)) report_wrong_instance(op, p, instance_state(ref->instance), g);
+  if (GPA_UNLIKELY(len > ref->usable)) report_bad_size(op, p, len, ref->usable);
+  return kind;
 }
 
 /* The calling thread's heap for allocating in `inst`, set up if need be;
@@ -127,8 +110,9 @@ void *api_gpa_alloc_slow(gpa_t *g, size_t len, size_t alignment, uintptr_t frame
 void api_gpa_free_slow(gpa_t *g, void *p, size_t len, uintptr_t frame) {
   gpa_instance_t *inst = state_instance(g, frame);
   if (p == NULL) return;
-  block_checked(g, inst, p, len, "free");
-  heap_free(inst == &gpa_default_instance ? gpa_tls_heap : instance_thread_heap_if_any(inst), p);
+  block_ref_t ref;
+  block_checked(g, inst, p, len, "free", &ref);
+  heap_free(inst_heap_if_any(inst), p);
 }
 
 static void *gpa_op_alloc(void *ctx, size_t len, size_t alignment, void *ret_addr) {
@@ -146,10 +130,9 @@ static bool gpa_op_resize(void *ctx, void *ptr, size_t old_len, size_t alignment
   (void)alignment;
   (void)ret_addr;
   gpa_instance_t *inst = state_instance(ctx, OWN_FRAME());
-  gpa_segment_t *seg = block_checked(ctx, inst, ptr, old_len, "resize");
-  if (seg == NULL) return new_len <= large_overaligned_usable_size(ptr);
-  if (seg->kind == GPA_SEGMENT_LARGE) return large_resize_in_place(seg, new_len);
-  return new_len <= slab_of(seg, ptr)->block_size;
+  block_ref_t ref;
+  if (block_checked(ctx, inst, ptr, old_len, "resize", &ref) == BLOCK_LARGE) return large_resize_in_place(ref.seg, new_len);
+  return new_len <= ref.usable;
 }
 
 static void *gpa_op_remap(void *ctx, void *ptr, size_t old_len, size_t alignment, size_t new_len, void *ret_addr) {
@@ -329,13 +312,9 @@ GPA_EXPORT void gpa_stats_print(gpa_t *gpa) {
 GPA_EXPORT bool gpa_owns(gpa_t *gpa, const void *ptr) {
   gpa_instance_t *inst = state_instance(gpa, OWN_FRAME());
   if (gpa->debug != NULL) return debug_owns(gpa->debug, ptr);
-  gpa_segment_t *seg = segment_of(ptr);
-  if (!segmap_contains(seg)) return large_overaligned_contains(ptr) && large_overaligned_instance(ptr) == inst;
-  if (seg->instance != inst) return false;
-  if (seg->kind == GPA_SEGMENT_LARGE) return ptr == seg->large_ptr;
-  gpa_slab_t *s = slab_of(seg, ptr);
-  if (!slab_is_block_start(s, ptr)) return false;
-  return !slab_block_looks_free(s, (const gpa_block_t *)ptr) || !slab_find_free_block(s, (const gpa_block_t *)ptr);
+  block_ref_t ref;
+  block_kind_t kind = block_classify(ptr, inst_heap_if_any(inst), &ref);
+  return (kind == BLOCK_SMALL || kind == BLOCK_LARGE || kind == BLOCK_OVERALIGNED) && ref.instance == inst;
 }
 
 /* ---- testing allocator -------------------------------------------------- */

@@ -1,51 +1,66 @@
 /*
- * free.c: giving a block back.  The fast path is the owner freeing a small
- * block; remote frees, large objects and misuse take named slow paths.
+ * free.c: giving a block back.  The fast path (internal.h) is the owner
+ * freeing a small block; everything else asks the one pointer classifier
+ * (block_classify), as realloc, malloc_usable_size and gpa_t's checks do,
+ * and takes a named slow path.
  */
 #include "internal.h"
 
-/* Every free the fast path did not finish: large blocks, other threads'
- * blocks, and misuse (reported, then abort). */
-static void heap_free_generic(gpa_heap_t *h, gpa_segment_t *seg, void *p) {
+block_kind_t block_classify(const void *p, gpa_heap_t *h, block_ref_t *out) {
+  gpa_segment_t *seg = segment_of(p);
+  if (!segmap_contains(seg)) {
+    if (!large_overaligned_contains(p)) return BLOCK_NOT_OURS;
+    out->seg = NULL;
+    out->usable = large_overaligned_usable_size(p);
+    out->instance = large_overaligned_instance(p);
+    return BLOCK_OVERALIGNED;
+  }
+  out->seg = seg;
+  out->instance = seg->instance;
   if (seg->kind == GPA_SEGMENT_LARGE) {
-    if (GPA_UNLIKELY(p != seg->large_ptr)) {
-      if (seg->large_ptr == NULL) report_invalid_free("free", p, "not a live allocation (double free of a large block?)");
-      report_invalid_free("free", p, "points inside a large block, not at its start");
-    }
-    large_free(seg);
-    return;
+    if (seg->large_ptr == NULL) return BLOCK_FREED; /* a cached mapping */
+    if (p != seg->large_ptr) return BLOCK_INTERIOR;
+    out->usable = large_usable_size(seg);
+    return BLOCK_LARGE;
   }
   gpa_slab_t *s = slab_of(seg, p);
-  uint32_t index;
-  if (GPA_UNLIKELY(!slab_block_index(s, p, &index)))
-    report_invalid_free("free", p, "not the start of a block");
-  /* A second free would put the block on a list twice (on the remote list:
-   * a cycle). */
-  slab_check_not_freed("free", h, s, p);
-  if (seg->owner == h) heap_free_to_own_slab(h, s, p, index);
-  else heap_free_remote(s, p);
-}
-
-void slab_check_not_freed(const char *op, gpa_heap_t *h, gpa_slab_t *s, const void *p) {
+  out->slab = s;
+  out->usable = s->block_size;
+  if (!slab_block_index(s, p, &out->index)) return BLOCK_INTERIOR;
+  /* The owner confirms a free mark on its lists (program data can mimic
+   * it); another thread may not walk them: the mark alone decides, as
+   * malloc clears it on every block it hands out. */
   const gpa_block_t *b = p;
-  if (GPA_LIKELY(!slab_block_looks_free(s, b))) return;
-  /* The owner confirms on its lists (program data can mimic the mark).
-   * Another thread may not walk them: the mark alone decides, as malloc
-   * clears it on every block it hands out. */
-  if (segment_of(s->start)->owner != h || slab_find_free_block(s, b)) report_double_free(op, p, s->block_size);
+  if (GPA_UNLIKELY(slab_block_looks_free(s, b)) && (seg->owner != h || slab_find_free_block(s, b)))
+    return BLOCK_FREED;
+  return BLOCK_SMALL;
 }
 
-/* A pointer outside every segment: NULL, over-aligned, or not ours. */
-static void heap_free_outside_segments(void *p) {
-  if (p == NULL) return;
-  if (!large_overaligned_contains(p)) report_invalid_free("free", p, "not allocated by gpa");
-  large_overaligned_free(p);
+block_kind_t block_classify_live(const char *op, const void *p, gpa_heap_t *h, block_ref_t *out) {
+  block_kind_t kind = block_classify(p, h, out);
+  switch (kind) {
+  case BLOCK_NOT_OURS: report_invalid_free(op, p, "not allocated by gpa");
+  case BLOCK_INTERIOR: report_invalid_free(op, p, "not the start of a block");
+  /* A large block's size is gone with it (0: not named). */
+  case BLOCK_FREED: report_double_free(op, p, out->seg->kind == GPA_SEGMENT_LARGE ? 0 : out->usable);
+  default: return kind;
+  }
 }
 
+/* Every free the fast path does not finish: large and over-aligned blocks,
+ * other threads' blocks, and misuse (reported, then abort).  A second free
+ * of a small block would put it on a list twice (on the remote list: a
+ * cycle): the classifier catches it. */
 GPA_NOINLINE void heap_free_slow_path(gpa_heap_t *h, void *p) {
-  gpa_segment_t *seg = segment_of(p);
-  if (!segmap_contains(seg)) heap_free_outside_segments(p);
-  else heap_free_generic(h, seg, p);
+  if (p == NULL) return;
+  block_ref_t ref;
+  switch (block_classify_live("free", p, h, &ref)) {
+  case BLOCK_OVERALIGNED: large_overaligned_free(p); break;
+  case BLOCK_LARGE: large_free(ref.seg); break;
+  default:
+    if (ref.seg->owner == h) heap_free_to_own_slab(h, ref.slab, p, ref.index);
+    else heap_free_remote(ref.slab, p);
+  }
 }
 
 void gpa_core_free(void *p) { heap_free(gpa_tls_heap, p); }
@@ -79,24 +94,9 @@ bool block_find(const void *p, gpa_block_info_t *out) {
   return true;
 }
 
-size_t block_usable_size(gpa_segment_t *seg, const void *p) {
-  if (seg->kind == GPA_SEGMENT_LARGE) return large_usable_size(seg);
-  return slab_of(seg, p)->block_size;
-}
-
 size_t gpa_core_usable_size(const void *p) {
   if (p == NULL) return 0;
-  gpa_segment_t *seg = segment_of(p);
-  if (!segmap_contains(seg)) {
-    if (large_overaligned_contains(p)) return large_overaligned_usable_size(p);
-    report_invalid_free("malloc_usable_size", p, "not allocated by gpa");
-  }
-  if (seg->kind == GPA_SEGMENT_LARGE) {
-    if (p != seg->large_ptr) report_invalid_free("malloc_usable_size", p, "not a live large block");
-    return large_usable_size(seg);
-  }
-  gpa_slab_t *s = slab_of(seg, p);
-  if (!slab_is_block_start(s, p)) report_invalid_free("malloc_usable_size", p, "not the start of a block");
-  slab_check_not_freed("malloc_usable_size", gpa_tls_heap, s, p);
-  return s->block_size;
+  block_ref_t ref;
+  block_classify_live("malloc_usable_size", p, gpa_tls_heap, &ref);
+  return ref.usable;
 }

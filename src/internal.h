@@ -204,9 +204,33 @@ static inline void heap_free_to_own_slab(gpa_heap_t *h, gpa_slab_t *s, gpa_block
   if (GPA_UNLIKELY(--s->used == 0)) heap_free_slow(h, s);
 }
 
-/* Reports (and aborts) when `p`, a block start of `s`, was freed already;
- * `h` is the calling thread's heap in the block's instance. */
-void slab_check_not_freed(const char *op, gpa_heap_t *h, gpa_slab_t *s, const void *p);
+/* ---- pointers handed back (free.c) ---------------------------------------
+ * What every call that takes a block back asks after its inline fast path
+ * (free, realloc, malloc_usable_size, and gpa_t's free, resize, remap and
+ * owns): what is this pointer? */
+typedef enum {
+  BLOCK_NOT_OURS,     /* outside every segment, and no over-aligned block */
+  BLOCK_INTERIOR,     /* in a segment, but not the start of a block */
+  BLOCK_FREED,        /* the start of a block that is free already */
+  BLOCK_SMALL,        /* a live slab block: seg, slab, index */
+  BLOCK_LARGE,        /* a live large block: seg */
+  BLOCK_OVERALIGNED,  /* a live over-aligned block */
+} block_kind_t;
+
+typedef struct block_ref {
+  gpa_segment_t *seg;            /* small and large blocks */
+  gpa_slab_t *slab;              /* small: its slab */
+  uint32_t index;                /* small: its index there */
+  size_t usable;                 /* live blocks: the usable size; freed small ones: the block size */
+  struct gpa_instance *instance; /* live blocks */
+} block_ref_t;
+
+/* Classify a non-NULL `p` for a thread whose heap in the block's instance is
+ * `h` (a freed small block is confirmed on its lists only by its owner). */
+block_kind_t block_classify(const void *p, gpa_heap_t *h, block_ref_t *out);
+/* The same for `op`, which takes only live blocks: misuse gets its one-line
+ * report (the same words for every call) and abort(). */
+block_kind_t block_classify_live(const char *op, const void *p, gpa_heap_t *h, block_ref_t *out);
 
 /* Every free the fast path does not finish (free.c): NULL, large and
  * over-aligned blocks, other threads' blocks, and misuse. */
@@ -355,8 +379,6 @@ void heap_for_each_block(const gpa_heap_t *h, gpa_block_visit_fn visit, void *ct
  * for the process instance, which keeps no list of them). */
 void large_for_each_block(gpa_instance_t *inst, gpa_block_visit_fn visit, void *ctx);
 
-/* The usable size of a block known to be ours. */
-size_t block_usable_size(gpa_segment_t *seg, const void *p);
 
 /* ---- reports (report.c) ------------------------------------------------ */
 GPA_COLD __attribute__((noreturn)) void report_invalid_free(const char *op, const void *p, const char *why);

@@ -398,7 +398,7 @@ bool large_resize_in_place(gpa_segment_t *seg, size_t size) {
 
 void large_for_each_block(gpa_instance_t *inst, gpa_block_visit_fn visit, void *ctx) {
   for (gpa_segment_t *seg = inst->large_live; seg != NULL; seg = seg->next)
-    visit(ctx, seg->large_ptr, block_usable_size(seg, seg->large_ptr));
+    visit(ctx, seg->large_ptr, large_usable_size(seg));
   for (overaligned_header_t *h = inst->overaligned_live; h != NULL; h = h->next) {
     uint8_t *p = (uint8_t *)h + OVERALIGNED_HEADER_SPACE;
     visit(ctx, p, large_overaligned_usable_size(p));

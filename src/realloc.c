@@ -17,26 +17,21 @@ void *gpa_core_realloc(void *p, size_t size) {
     gpa_core_free(p);
     return NULL;
   }
-  gpa_segment_t *seg = segment_of(p);
-  size_t old_usable;
-  if (GPA_UNLIKELY(!segmap_contains(seg))) {
-    /* An over-aligned block moves like any other; realloc keeps only the
-     * alignment malloc gives. */
-    if (!large_overaligned_contains(p)) report_invalid_free("realloc", p, "not allocated by gpa");
-    old_usable = large_overaligned_usable_size(p);
-  } else if (seg->kind == GPA_SEGMENT_LARGE) {
-    if (p != seg->large_ptr) report_invalid_free("realloc", p, "not a live large block");
-    if (size_takes_mapping(seg->instance, size)) return large_realloc(seg, size);
-    old_usable = large_usable_size(seg);
-  } else {
-    gpa_slab_t *s = slab_of(seg, p);
-    if (!slab_is_block_start(s, p)) report_invalid_free("realloc", p, "not the start of a block");
-    slab_check_not_freed("realloc", gpa_tls_heap, s, p);
-    old_usable = s->block_size;
+  block_ref_t ref;
+  switch (block_classify_live("realloc", p, gpa_tls_heap, &ref)) {
+  case BLOCK_LARGE:
+    if (size_takes_mapping(ref.instance, size)) return large_realloc(ref.seg, size);
+    break;
+  case BLOCK_SMALL:
     /* Stay put while the block fits and at most half of it goes unused
      * (or the block is so small that moving would save nothing). */
-    if (size <= old_usable && (size >= old_usable / 2 || old_usable <= REALLOC_KEEP_SMALL)) return p;
+    if (size <= ref.usable && (size >= ref.usable / 2 || ref.usable <= REALLOC_KEEP_SMALL)) return p;
+    break;
+  default: /* an over-aligned block moves like any other; realloc keeps only
+            * the alignment malloc gives */
+    break;
   }
+  size_t old_usable = ref.usable;
   void *q = gpa_core_malloc(size);
   if (q == NULL) return NULL; /* the old block stays intact */
   /* Copy what the caller may have written: the old usable size, bounded by

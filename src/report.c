@@ -38,9 +38,13 @@ void report_double_free(const char *op, const void *p, size_t block_size) {
    * freed block. */
   writer_str(&l, strstr(op, "free") != NULL ? "(): double free of " : "(): use after free of ");
   writer_hex(&l, (uintptr_t)p);
-  writer_str(&l, " (a ");
-  writer_dec(&l, block_size);
-  writer_str(&l, "-byte block already free)");
+  if (block_size == 0) {
+    writer_str(&l, " (no live block starts there: a large block freed already?)");
+  } else {
+    writer_str(&l, " (a ");
+    writer_dec(&l, block_size);
+    writer_str(&l, "-byte block already free)");
+  }
   emit_and_abort(&l);
 }
 

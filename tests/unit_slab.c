@@ -229,6 +229,41 @@ static void test_full_slab_parks_and_comes_back(void **state) {
   free(blocks);
 }
 
+/* One classifier answers for every call that takes a block back. */
+static void test_pointers_are_classified(void **state) {
+  (void)state;
+  gpa_heap_t *h = gpa_tls_heap;
+  block_ref_t ref;
+  uint8_t *keep = malloc(48), *p = malloc(48);
+  assert_int_equal(block_classify(p, h, &ref), BLOCK_SMALL);
+  assert_ptr_equal(ref.slab, slab_of(segment_of(p), p));
+  assert_ptr_equal(slab_block_at(ref.slab, ref.index), p);
+  assert_int_equal(ref.usable, 48);
+  assert_ptr_equal(ref.instance, &gpa_default_instance);
+  assert_int_equal(block_classify(p + 16, h, &ref), BLOCK_INTERIOR);
+  free(p);
+  assert_int_equal(block_classify(p, h, &ref), BLOCK_FREED);
+  /* From another heap the free mark alone decides. */
+  assert_int_equal(block_classify(p, &gpa_empty_heap, &ref), BLOCK_FREED);
+  int local;
+  assert_int_equal(block_classify(&local, h, &ref), BLOCK_NOT_OURS);
+
+  size_t big = 8 * GPA_SMALL_MAX;
+  uint8_t *large = malloc(big);
+  assert_int_equal(block_classify(large, h, &ref), BLOCK_LARGE);
+  assert_true(ref.usable >= big);
+  assert_int_equal(block_classify(large + 4096, h, &ref), BLOCK_INTERIOR);
+  free(large);
+
+  void *aligned = NULL;
+  assert_int_equal(posix_memalign(&aligned, GPA_SEGMENT_SIZE, 100), 0);
+  assert_int_equal(block_classify(aligned, h, &ref), BLOCK_OVERALIGNED);
+  assert_null(ref.seg);
+  assert_true(ref.usable >= 100);
+  free(aligned);
+  free(keep);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_pointer_finds_its_segment_and_slab),
@@ -239,6 +274,7 @@ int main(void) {
     cmocka_unit_test(test_freeing_everything_retires_slabs),
     cmocka_unit_test(test_remote_frees_are_collected_by_owner),
     cmocka_unit_test(test_full_slab_parks_and_comes_back),
+    cmocka_unit_test(test_pointers_are_classified),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
