@@ -14,6 +14,9 @@ need=()
 command -v cmake >/dev/null || need+=(cmake)
 command -v clang >/dev/null || need+=(clang)
 command -v make >/dev/null || need+=(make)
+# The sanitizer's runtime (libclang_rt.tsan) ships apart from the compiler
+# (Debian 12's clang only recommends it).
+compgen -G "/usr/lib/llvm-*/lib/clang/*/lib/linux/libclang_rt.tsan-x86_64.a" >/dev/null || need+=(libclang-rt-14-dev)
 # shellcheck source=tests/install_missing.sh
 . tests/install_missing.sh
 install_missing tests/tsan/run.sh ${need[@]+"${need[@]}"}
