@@ -130,6 +130,7 @@ static gpa_slab_t *heap_new_slab(gpa_heap_t *h, unsigned cls) {
   gpa_segment_t *seg = segment_small_acquire(h->instance, h);
   if (seg == NULL) return NULL;
   seg->heap_order = ++h->segments_taken;
+  h->segment_count++;
   heap_add_segment(h, seg, false);
   return heap_slab_in_segment(h, seg, cls);
 }
@@ -148,6 +149,7 @@ static void heap_retire_slab(gpa_heap_t *h, gpa_slab_t *s) {
   segment_slab_free(seg, s);
   if (seg->used_pages == 0) {
     heap_remove_segment(h, seg, was_full);
+    h->segment_count--;
     segment_small_release(seg);
   } else if (was_full) {
     heap_remove_segment(h, seg, true);
@@ -158,10 +160,10 @@ static void heap_retire_slab(gpa_heap_t *h, gpa_slab_t *s) {
    * its segments, so a burst of frees returns memory across the heap even
    * if the program then goes quiet. */
   h->retired_pages += pages;
-  /* ... and no more often than once per page retired per segment mapped,
-   * so a heap of thousands of segments does not walk them all per slab. */
-  size_t segments = atomic_load_explicit(&h->instance->small_mapped, memory_order_relaxed) / GPA_SEGMENT_SIZE;
-  if ((size_t)h->retired_pages * GPA_PAGE_SIZE >= GPA_PURGE_THRESHOLD && h->retired_pages >= segments) {
+  /* ... and no more often than once per page retired per segment of the
+   * heap, so a heap of thousands of segments does not walk them all per
+   * slab (other heaps' segments do not slow this one's aging). */
+  if ((size_t)h->retired_pages * GPA_PAGE_SIZE >= GPA_PURGE_THRESHOLD && h->retired_pages >= h->segment_count) {
     h->retired_pages = 0;
     /* Full segments have no free page to age. */
     for (gpa_segment_t *each = h->segments.first; each != NULL; each = each->next) segment_age_dirty(each);

@@ -182,6 +182,7 @@ typedef struct gpa_heap {
   gpa_segment_list_t full_segments;         /* and those that have none */
   uint32_t retired_pages;                   /* slab pages retired since dirty pages last aged */
   uint64_t segments_taken;                  /* segments taken so far: their heap_order */
+  uint32_t segment_count;                   /* segments on the two lists */
   struct gpa_heap *next_in_pool;            /* instance's pool of unowned heaps */
   struct gpa_heap *next_all;                /* every heap of the instance */
   uint32_t random_left;                     /* words of random_pool not yet used */
